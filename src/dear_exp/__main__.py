@@ -1,0 +1,78 @@
+"""`python -m dear_exp [+experiment=NAME] [overrides]`: one Hydra entry point for every task."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from dear_exp.errors import DearError, one_line
+
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+log = logging.getLogger("dear_exp")
+
+
+def _sweep_group() -> str:
+    """W&B group: the multirun's folder name, so a sweep's runs sit together; `single` otherwise."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    return Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else "single"
+
+
+def _sweep_job() -> str:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    return str(hc.job.num) if hc.mode == RunMode.MULTIRUN else Path(hc.run.dir).name
+
+
+def register_resolvers() -> None:
+    for name, fn in (("sweep_group", _sweep_group), ("sweep_job", _sweep_job)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+
+
+def run_task(cfg: DictConfig) -> dict[str, Any]:
+    from dear_exp.tasks import dear, train_base
+    from dear_exp.tasks.common import finish_wandb
+
+    tasks = {"dear": dear.run, "train_base": train_base.run}
+    if cfg.task.name not in tasks:
+        raise DearError(f"task={cfg.task.name} is not one of {', '.join(tasks)}")
+    try:
+        return tasks[cfg.task.name](cfg)
+    finally:
+        finish_wandb()
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="main")
+def main(cfg: DictConfig) -> float | None:
+    log.info("Config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
+    try:
+        metrics = run_task(cfg)
+    except DearError as exc:
+        message = one_line(exc)
+        log.error(message)
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+    log.info("Output: %s", cfg.paths.output_dir)
+    value = metrics.get(cfg.get("optimized_metric", "")) if cfg.get("optimized_metric") else None
+    return float(value) if value is not None else None
+
+
+def entry() -> None:
+    os.environ.setdefault("WANDB_SILENT", "true")
+    register_resolvers()
+    main()
+
+
+if __name__ == "__main__":
+    entry()

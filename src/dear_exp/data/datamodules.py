@@ -1,0 +1,227 @@
+"""LightningDataModules: main training data, the diagnostic inpaint set, their joint refit, and
+benchmarks evaluated under every post-processing setting."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.utilities import CombinedLoader
+from torch.utils.data import DataLoader
+
+from dear_exp.data.augment import build_augment
+from dear_exp.data.datasets import EvalImages, InpaintImages, LabelledImages
+from dear_exp.data.folders import REAL, Sample, inpaint_pairs, labelled_samples, list_images
+from dear_exp.data.images import Preprocess
+from dear_exp.data.postprocess import Chain
+from dear_exp.data.samplers import SeededSampler, SizeBucketBatchSampler
+from dear_exp.errors import DearError
+
+
+def resolve_workers(num_workers: int | str) -> int:
+    """`auto`: one worker per core beyond the main process, at most 8."""
+    if num_workers == "auto":
+        return max(0, min(8, (os.cpu_count() or 1) - 1))
+    return int(num_workers)
+
+
+def _loader(dataset: Any, num_workers: int, **kwargs: Any) -> DataLoader:
+    return DataLoader(
+        dataset, num_workers=num_workers, persistent_workers=False, pin_memory=False, **kwargs
+    )
+
+
+class TrainDataModule(L.LightningDataModule):
+    """Real and fake training folders (labels from the config, never from folder order) plus val."""
+
+    def __init__(
+        self,
+        root: str,
+        train: dict[str, list[str]],
+        val: dict[str, list[str]],
+        augment: dict[str, Any],
+        preprocess: Preprocess,
+        batch_size: int = 64,
+        num_workers: int | str = "auto",
+        seed: int = 0,
+        source_hint: str = "",
+    ) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.splits = {"train": train, "val": val}
+        self.augment_cfg = augment
+        self.preprocess = preprocess
+        self.batch_size = batch_size
+        self.num_workers = resolve_workers(num_workers)
+        self.seed = seed
+        self.hint = source_hint
+        self.train_set: LabelledImages | None = None
+        self.val_set: LabelledImages | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        train = labelled_samples(self.root, self.splits["train"]["real"], self.splits["train"]["fake"], self.hint)
+        val = labelled_samples(self.root, self.splits["val"]["real"], self.splits["val"]["fake"], self.hint)
+        self.train_set = LabelledImages(train, build_augment(self.augment_cfg), self.preprocess, self.seed)
+        # validation sees centre-stable crops: the same crop pipeline, seeded per item, epoch-free
+        self.val_set = LabelledImages(val, build_augment({"name": "crop_flip", "crop": self.augment_cfg["crop"]}),
+                                      self.preprocess, self.seed)
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None
+        sampler = SeededSampler(len(self.train_set), self.seed)
+        return _loader(self.train_set, self.num_workers, sampler=sampler, batch_size=self.batch_size, drop_last=False)
+
+    def val_dataloader(self) -> DataLoader:
+        assert self.val_set is not None
+        return _loader(self.val_set, self.num_workers, batch_size=self.batch_size, shuffle=False)
+
+
+class DiagnosticDataModule(L.LightningDataModule):
+    """The inpaint set: `{stem}_inpaint.*` with `{stem}_mask.*`, augmented with image and mask
+    together; used both for dissection (RAD) and as the second term of the refit loss."""
+
+    def __init__(
+        self,
+        root: str,
+        image_dir: str,
+        mask_dir: str,
+        augment: dict[str, Any],
+        preprocess: Preprocess,
+        batch_size: int = 64,
+        num_workers: int | str = "auto",
+        seed: int = 0,
+        dissect_max_batches: int = 100,
+        dissect_augment: bool = True,
+        source_hint: str = "",
+    ) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.image_dir = image_dir
+        self.mask_dir = mask_dir
+        self.augment_cfg = augment
+        self.preprocess = preprocess
+        self.batch_size = batch_size
+        self.num_workers = resolve_workers(num_workers)
+        self.seed = seed
+        self.dissect_max_batches = dissect_max_batches
+        self.dissect_augment = dissect_augment
+        self.hint = source_hint
+        self.dataset: InpaintImages | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.dataset is None:
+            pairs = inpaint_pairs(self.root, self.image_dir, self.mask_dir, self.hint)
+            self.dataset = InpaintImages(pairs, build_augment(self.augment_cfg), self.preprocess, self.seed)
+
+    def train_dataloader(self, num_samples: int | None = None) -> DataLoader:
+        assert self.dataset is not None
+        sampler = SeededSampler(len(self.dataset), self.seed + 1, num_samples=num_samples)
+        return _loader(self.dataset, self.num_workers, sampler=sampler, batch_size=self.batch_size)
+
+    def dissect_dataloader(self) -> DataLoader:
+        """Reference: eval mode, up to `dissect_max_batches` batches, training augmentation."""
+        assert self.dataset is not None
+        dataset = self.dataset
+        if not self.dissect_augment:
+            dataset = InpaintImages(dataset.pairs, build_augment({"name": "none", "crop": 0}), self.preprocess, self.seed)
+        sampler = SeededSampler(len(dataset), self.seed + 2, shuffle=True)
+        batch = self.batch_size if self.dissect_augment else 1  # native sizes differ without a crop
+        return _loader(dataset, self.num_workers, sampler=sampler, batch_size=batch)
+
+
+class RefitDataModule(L.LightningDataModule):
+    """Joint refit data: one step per main batch, each paired with a batch of the inpaint set."""
+
+    def __init__(self, main: TrainDataModule, diagnostic: DiagnosticDataModule) -> None:
+        super().__init__()
+        self.main = main
+        self.diagnostic = diagnostic
+
+    def setup(self, stage: str | None = None) -> None:
+        self.main.setup(stage)
+        self.diagnostic.setup(stage)
+
+    def train_dataloader(self) -> CombinedLoader:
+        main = self.main.train_dataloader()
+        n_main = len(main.sampler)  # type: ignore[arg-type]
+        inpaint = self.diagnostic.train_dataloader(num_samples=n_main)
+        return CombinedLoader({"main": main, "inpaint": inpaint}, mode="min_size")
+
+    def val_dataloader(self) -> DataLoader:
+        return self.main.val_dataloader()
+
+
+@dataclass(frozen=True)
+class EvalSource:
+    """One folder of a benchmark under one post-processing setting: one predict dataloader."""
+
+    source: str  # a real set's name or a fake subset's name
+    setting: str
+    is_real: bool
+
+
+class BenchmarkDataModule(L.LightningDataModule):
+    """Each fake subset is scored against its paired real set; every real set and fake subset is
+    read once per post-processing setting, so a real set shared by many generators costs one pass."""
+
+    def __init__(
+        self,
+        name: str,
+        root: str,
+        reals: dict[str, str],
+        subsets: dict[str, dict[str, str]],
+        postprocess: dict[str, list[dict[str, Any]]],
+        preprocess: Preprocess,
+        batch_size: int = 64,
+        num_workers: int | str = "auto",
+        seed: int = 0,
+        source_hint: str = "",
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.root = Path(root)
+        self.reals = dict(reals)
+        self.subsets = {k: dict(v) for k, v in subsets.items()}
+        self.settings = {k: list(v or []) for k, v in postprocess.items()}
+        self.preprocess = preprocess
+        self.batch_size = batch_size
+        self.num_workers = resolve_workers(num_workers)
+        self.seed = seed
+        self.hint = source_hint
+        self.sources: list[EvalSource] = []
+        self.datasets: list[EvalImages] = []
+        for subset, spec in self.subsets.items():
+            if spec.get("real") not in self.reals:
+                raise DearError(
+                    f"benchmark {name}: subset {subset!r} pairs with real set {spec.get('real')!r}, "
+                    f"which is not one of benchmark.reals ({', '.join(self.reals)})"
+                )
+        if not self.settings:
+            raise DearError("postprocess.settings is empty; give at least `clean: []`")
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        folders = {name: (path, True) for name, path in self.reals.items()}
+        folders.update({name: (spec["fake"], False) for name, spec in self.subsets.items()})
+        samples: dict[str, list[Sample]] = {}
+        for name, (path, is_real) in folders.items():
+            files = list_images(self.root / path, self.hint)
+            samples[name] = [Sample(p, REAL if is_real else 1, p.relative_to(self.root).as_posix()) for p in files]
+        for setting, specs in self.settings.items():
+            chain = Chain(setting, specs, self.seed)
+            for name, (_, is_real) in folders.items():
+                self.sources.append(EvalSource(name, setting, is_real))
+                self.datasets.append(EvalImages(samples[name], chain, self.preprocess))
+
+    def predict_dataloader(self) -> list[DataLoader]:
+        loaders = []
+        for dataset in self.datasets:
+            batches = SizeBucketBatchSampler(dataset.final_sizes(), self.batch_size)
+            loaders.append(_loader(dataset, self.num_workers, batch_sampler=batches))
+        return loaders

@@ -1,0 +1,94 @@
+"""Datasets for training, the diagnostic inpaint set and evaluation."""
+
+from __future__ import annotations
+
+import albumentations as A
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from dear_exp.data.folders import InpaintPair, Sample
+from dear_exp.data.images import Preprocess, image_size, load_image
+from dear_exp.data.postprocess import Chain
+from dear_exp.data.seeding import item_seed
+from dear_exp.errors import DearError
+
+
+def _split(index: int | tuple[int, int], fallback_seed: int, key: str) -> tuple[int, int]:
+    if isinstance(index, tuple):
+        return index
+    return index, item_seed(fallback_seed, key)
+
+
+class LabelledImages(Dataset):
+    """(image, label) with augmentation seeded per item."""
+
+    def __init__(self, samples: list[Sample], augment: A.Compose, preprocess: Preprocess, seed: int) -> None:
+        self.samples = samples
+        self.augment = augment
+        self.preprocess = preprocess
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        i, seed = _split(index, self.seed, "item")
+        sample = self.samples[i]
+        self.augment.set_random_seed(seed)
+        image = self.augment(image=np.asarray(load_image(sample.path)))["image"]
+        return self.preprocess(image), torch.tensor(float(sample.label))
+
+
+class InpaintImages(Dataset):
+    """(image, mask, target): the target is 1 while the mask survives augmentation, else 0."""
+
+    def __init__(self, pairs: list[InpaintPair], augment: A.Compose, preprocess: Preprocess, seed: int) -> None:
+        self.pairs = pairs
+        self.augment = augment
+        self.preprocess = preprocess
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        i, seed = _split(index, self.seed, "inpaint")
+        pair = self.pairs[i]
+        image = np.asarray(load_image(pair.image))
+        mask = np.asarray(load_image(pair.mask, mode="L"))
+        if mask.shape != image.shape[:2]:
+            raise DearError(
+                f"mask {pair.mask} is {mask.shape[1]}x{mask.shape[0]} but its image {pair.image} is "
+                f"{image.shape[1]}x{image.shape[0]}; regenerate the pair"
+            )
+        self.augment.set_random_seed(seed)
+        out = self.augment(image=image, mask=mask)
+        m = self.preprocess.mask(out["mask"])
+        target = torch.tensor(float((m > 0.5).any()))
+        return self.preprocess(out["image"]), m, target
+
+
+class EvalImages(Dataset):
+    """(image, label, index) at native resolution after a post-processing chain."""
+
+    def __init__(self, samples: list[Sample], chain: Chain, preprocess: Preprocess) -> None:
+        self.samples = samples
+        self.chain = chain
+        self.preprocess = preprocess
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def final_sizes(self) -> list[tuple[int, int]]:
+        """Sizes after post-processing and the detector's trim, from headers and drawn parameters."""
+        sizes = []
+        for s in self.samples:
+            _, size = self.chain.plan(s.key, image_size(s.path))
+            sizes.append(self.preprocess.out_size(*size))
+        return sizes
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        sample = self.samples[index]
+        image = self.chain(load_image(sample.path), sample.key)
+        return self.preprocess(np.asarray(image)), torch.tensor(float(sample.label)), torch.tensor(index)

@@ -1,0 +1,39 @@
+"""The frozen-detector interface that DEAR dissects."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Detector(nn.Module):
+    """A binary AI-image detector split at the dissected layer.
+
+    `forward_features` returns the map F [N, C, h, w] at the layer DEAR dissects and prunes;
+    `forward_head` turns that map into the detector's own logit [N] (> 0 means fake). The
+    preprocessing each detector needs is declared in its config (`detector.preprocess`).
+    """
+
+    feature_layer: str
+
+    @property
+    def feature_channels(self) -> int:
+        raise NotImplementedError
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        """Global average pooling: linear, so head(pool(m*F)) = (w*m) . pool(F) + b."""
+        return features.mean(dim=(2, 3))
+
+    def linear_head(self) -> nn.Linear | None:
+        """The detector's own classifier when it reads pool(F) of the dissected map directly."""
+        return None
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.forward_features(x)
+        return features, self.forward_head(features)

@@ -1,0 +1,147 @@
+"""LightningModules: the DEAR refit (frozen detector + masked linear head) and base training."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from dear_exp.detectors.base import Detector
+
+
+class MaskedLinearHead(nn.Module):
+    """head(pool(m*F)) = linear(m * pool(F)); the channel mask is a buffer, saved in checkpoints."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(channels, 1)
+        self.register_buffer("mask", torch.ones(channels))
+
+    def set_mask(self, mask: torch.Tensor) -> None:
+        if mask.shape != self.mask.shape:
+            raise ValueError(f"mask has shape {tuple(mask.shape)}, head expects {tuple(self.mask.shape)}")
+        self.mask.copy_(mask.to(self.mask))
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.linear(pooled * self.mask).squeeze(1)
+
+
+def balanced_accuracy() -> MulticlassAccuracy:
+    """Macro-averaged two-class accuracy = (R.Acc + F.Acc) / 2."""
+    return MulticlassAccuracy(num_classes=2, average="macro")
+
+
+class DEARModule(L.LightningModule):
+    """A frozen detector (no gradients, BatchNorm in eval mode) and a masked linear head.
+
+    The DissectCallback sets the mask at fit start; only the head trains, with the reference's
+    joint loss BCE(main) + w * BCE(inpaint). `predict_step` returns the detector's own logit and
+    the DEAR logit from one backbone pass.
+    """
+
+    def __init__(
+        self,
+        detector: Detector,
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 0.0,
+        init: Literal["zeros", "detector"] = "zeros",
+        inpaint_weight: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.detector = detector.eval()
+        for p in self.detector.parameters():
+            p.requires_grad_(False)
+        self.head = MaskedLinearHead(detector.feature_channels)
+        self.lr, self.betas, self.weight_decay = lr, tuple(betas), weight_decay
+        self.inpaint_weight = inpaint_weight
+        self.init_head(init)
+        self.val_bacc = balanced_accuracy()
+
+    def init_head(self, init: str) -> None:
+        """`zeros` (reference) or `detector`: start from the detector's own classifier."""
+        with torch.no_grad():
+            if init == "zeros":
+                self.head.linear.weight.zero_()
+                self.head.linear.bias.zero_()
+            elif init == "detector":
+                own = self.detector.linear_head()
+                if own is None:
+                    raise ValueError(
+                        f"head.init=detector needs a classifier on pool({self.detector.feature_layer}); "
+                        "this detector has layers after it: use head.init=zeros"
+                    )
+                self.head.linear.load_state_dict(own.state_dict())
+            else:
+                raise ValueError(f"head.init must be zeros or detector, not {init!r}")
+
+    def train(self, mode: bool = True) -> DEARModule:
+        super().train(mode)
+        self.detector.eval()  # BatchNorm statistics must not move during refit
+        return self
+
+    @torch.no_grad()
+    def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.detector.pool(self.detector.forward_features(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pooled_features(x))
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        x, y = batch["main"]
+        xi, _, yi = batch["inpaint"]
+        loss_main = F.binary_cross_entropy_with_logits(self(x), y)
+        loss_inpaint = F.binary_cross_entropy_with_logits(self(xi), yi)
+        loss = loss_main + self.inpaint_weight * loss_inpaint
+        n = x.shape[0] + xi.shape[0]
+        self.log_dict({"train/loss": loss, "train/loss_main": loss_main, "train/loss_inpaint": loss_inpaint},
+                      prog_bar=False, batch_size=n)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        self.val_bacc.update((self(x) > 0).long(), y.long())
+        self.log("val/bacc", self.val_bacc, prog_bar=True, batch_size=x.shape[0])
+
+    def predict_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        x, label, index = batch
+        features = self.detector.forward_features(x)
+        return {
+            "base": self.detector.forward_head(features).float().cpu(),
+            "dear": self.head(self.detector.pool(features)).float().cpu(),
+            "label": label.cpu(),
+            "index": index.cpu(),
+        }
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.head.parameters(), lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+
+
+class BaseDetectorModule(L.LightningModule):
+    """Trains a detector from scratch (the demo's base NPR; users retrain Corvi/Rajan with it)."""
+
+    def __init__(self, detector: Detector, lr: float = 1e-3, weight_decay: float = 0.0) -> None:
+        super().__init__()
+        self.detector = detector
+        self.lr, self.weight_decay = lr, weight_decay
+        self.val_bacc = balanced_accuracy()
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        _, logit = self.detector(x)
+        loss = F.binary_cross_entropy_with_logits(logit, y)
+        self.log("train/loss", loss, batch_size=x.shape[0])
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        _, logit = self.detector(x)
+        self.val_bacc.update((logit > 0).long(), y.long())
+        self.log("val/bacc", self.val_bacc, prog_bar=True, batch_size=x.shape[0])
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.detector.parameters(), lr=self.lr, weight_decay=self.weight_decay)

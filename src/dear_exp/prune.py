@@ -1,0 +1,68 @@
+"""Channel masks from RAD scores (method.md step 3) and the paper's ablation modes."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from dear_exp.errors import DearError
+
+PruneMode = Literal["bilateral", "high", "low", "random", "none"]
+MODES: tuple[str, ...] = ("bilateral", "high", "low", "random", "none")
+
+
+def validate_levels(alpha_low: float, alpha_high: float) -> None:
+    if not (0.0 <= alpha_low < alpha_high <= 1.0):
+        raise DearError(
+            f"prune.alpha_low={alpha_low} and prune.alpha_high={alpha_high} must satisfy "
+            "0 <= alpha_low < alpha_high <= 1 (e.g. prune.alpha_low=0.2 prune.alpha_high=0.8)"
+        )
+
+
+def prune_counts(num_channels: int, alpha_low: float, alpha_high: float) -> tuple[int, int]:
+    """Channels pruned at the low and high end, with the reference's integer rounding.
+
+    The reference prunes int(C*exclude_bottom) lowest and int(C*exclude_top) highest channels,
+    exclude_bottom = alpha_low, exclude_top = 1 - alpha_high (DEAR-c 0.2/0.8 keeps 1230 of 2048).
+    """
+    validate_levels(alpha_low, alpha_high)
+    n_low = int(num_channels * alpha_low)
+    n_high = int(num_channels * (1.0 - alpha_high))
+    if n_low + n_high >= num_channels:
+        raise DearError(
+            f"prune.alpha_low={alpha_low}, prune.alpha_high={alpha_high} prune all {num_channels} "
+            "channels; widen the band so at least one channel remains"
+        )
+    return n_low, n_high
+
+
+def build_mask(
+    scores: torch.Tensor,
+    mode: str,
+    alpha_low: float,
+    alpha_high: float,
+    seed: int = 0,
+) -> torch.Tensor:
+    """A 0/1 float mask over channels: 1 = kept.
+
+    Ranking is a stable sort of the scores, so ties break by channel index and the mask is
+    reproducible. `random` prunes as many channels as `bilateral`, chosen with `seed`.
+    """
+    if mode not in MODES:
+        raise DearError(f"prune.mode={mode!r} is not one of {', '.join(MODES)}")
+    c = scores.numel()
+    mask = torch.ones(c)
+    if mode == "none":
+        return mask
+    n_low, n_high = prune_counts(c, alpha_low, alpha_high)
+    order = torch.argsort(scores.detach().float().cpu(), stable=True)
+    if mode == "random":
+        gen = torch.Generator().manual_seed(seed)
+        mask[torch.randperm(c, generator=gen)[: n_low + n_high]] = 0
+        return mask
+    if mode in ("bilateral", "low") and n_low:
+        mask[order[:n_low]] = 0
+    if mode in ("bilateral", "high") and n_high:
+        mask[order[c - n_high :]] = 0
+    return mask

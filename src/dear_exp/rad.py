@@ -1,0 +1,80 @@
+"""Regional Activation Discrepancy (method.md step 2), with the reference's conventions."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+EPS = 1e-6
+
+
+def mask_weights(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Binarise full-resolution masks (>0.5) and resize them bilinearly to the feature map.
+
+    masks: [N, H, W] or [N, 1, H, W] in [0, 1]. Returns soft weights [N, 1, h, w] (reference:
+    bilinear, align_corners=False).
+    """
+    if masks.dim() == 3:
+        masks = masks.unsqueeze(1)
+    binary = (masks > 0.5).float()
+    return F.interpolate(binary, size=size, mode="bilinear", align_corners=False)
+
+
+def rad_per_image(features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """RAD_k = mean(F_k inside) - mean(F_k in the background), per image: [N, C].
+
+    Inside mean = sum(F*m)/(sum(m)+eps), background mean = sum(F*(1-m))/(sum(1-m)+eps), with m
+    the bilinearly resized binary mask used as a soft weight.
+    """
+    m = mask_weights(masks, features.shape[-2:]).to(features.dtype)
+    inside = (features * m).sum((2, 3)) / (m.sum((2, 3)) + EPS)
+    background = (features * (1 - m)).sum((2, 3)) / ((1 - m).sum((2, 3)) + EPS)
+    return inside - background
+
+
+def has_foreground(masks: torch.Tensor) -> torch.Tensor:
+    """Which images still have generated pixels after augmentation: only these count for RAD."""
+    return (masks.flatten(1) > 0.5).any(dim=1)
+
+
+class RADAccumulator:
+    """Averages per-image RAD vectors over a diagnostic set, in float64."""
+
+    def __init__(self) -> None:
+        self.total: torch.Tensor | None = None
+        self.count = 0
+        self.skipped = 0
+
+    def update(self, features: torch.Tensor, masks: torch.Tensor) -> None:
+        valid = has_foreground(masks)
+        self.skipped += int((~valid).sum())
+        if not valid.any():
+            return
+        rad = rad_per_image(features[valid].float(), masks[valid].to(features.device)).double().sum(0)
+        self.total = rad.cpu() if self.total is None else self.total + rad.cpu()
+        self.count += int(valid.sum())
+
+    def compute(self) -> torch.Tensor:
+        if self.total is None or self.count == 0:
+            raise ValueError("no diagnostic image kept a generated region after augmentation")
+        return (self.total / self.count).float()
+
+
+@torch.no_grad()
+def dissect(
+    detector: torch.nn.Module,
+    loader: "torch.utils.data.DataLoader",
+    max_batches: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, dict[str, int]]:
+    """Mean RAD per channel over up to `max_batches` diagnostic batches, detector in eval mode."""
+    was_training = detector.training
+    detector.eval()
+    acc = RADAccumulator()
+    batches = 0
+    for batches, (x, masks, _) in enumerate(loader, start=1):
+        acc.update(detector.forward_features(x.to(device)), masks.to(device))
+        if batches >= max_batches:
+            break
+    detector.train(was_training)
+    return acc.compute(), {"images": acc.count, "skipped_no_foreground": acc.skipped, "batches": batches}
