@@ -35,9 +35,29 @@ def _sweep_job() -> str:
 
 
 def register_resolvers() -> None:
-    for name, fn in (("sweep_group", _sweep_group), ("sweep_job", _sweep_job)):
+    for name, fn in (("sweep_group", _sweep_group), ("sweep_job", _sweep_job), ("cwd", os.getcwd)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip: For seamless cloud logging" not in record.getMessage()
+
+
+def quiet_libraries() -> None:
+    """Lightning's own console handler would print every line twice beside Hydra's; its tips and
+    warnings about things this project does on purpose (frozen eval-mode detector, size buckets)
+    are noise."""
+    import warnings
+
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).handlers.clear()
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+    warnings.filterwarnings("ignore", message=r".*custom batch sampler.*SizeBucketBatchSampler.*")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 
 
 def run_task(cfg: DictConfig) -> dict[str, Any]:
@@ -55,6 +75,7 @@ def run_task(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="main")
 def main(cfg: DictConfig) -> float | None:
+    quiet_libraries()
     log.info("Config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
     try:
         metrics = run_task(cfg)

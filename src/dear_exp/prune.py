@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -25,10 +26,12 @@ def prune_counts(num_channels: int, alpha_low: float, alpha_high: float) -> tupl
 
     The reference prunes int(C*exclude_bottom) lowest and int(C*exclude_top) highest channels,
     exclude_bottom = alpha_low, exclude_top = 1 - alpha_high (DEAR-c 0.2/0.8 keeps 1230 of 2048).
+    Products are rounded to 9 decimals first, so float noise (1 - 0.8 = 0.19999999999999996)
+    cannot drop a channel from the count: alpha_high=0.8 prunes exactly floor(0.2*C).
     """
     validate_levels(alpha_low, alpha_high)
-    n_low = int(num_channels * alpha_low)
-    n_high = int(num_channels * (1.0 - alpha_high))
+    n_low = math.floor(round(num_channels * alpha_low, 9))
+    n_high = math.floor(round(num_channels * (1.0 - alpha_high), 9))
     if n_low + n_high >= num_channels:
         raise DearError(
             f"prune.alpha_low={alpha_low}, prune.alpha_high={alpha_high} prune all {num_channels} "

@@ -11,7 +11,7 @@ import cv2
 
 def build_augment(cfg: dict[str, Any]) -> A.Compose:
     """`reference`: the DEAR training recipe (method.md step 4); `crop_flip`: random crop + flip
-    (how NPR was trained); `none`: identity. Geometric ops move the mask with the image."""
+    (how NPR was trained); `center_crop`: validation; `none`: identity. Geometric ops move the mask with the image."""
     name = cfg["name"]
     crop = int(cfg["crop"])
     pad_crop = [
@@ -20,10 +20,12 @@ def build_augment(cfg: dict[str, Any]) -> A.Compose:
     ]
     if name == "none":
         return A.Compose([])
+    if name == "center_crop":
+        return A.Compose([pad_crop[0], A.CenterCrop(crop, crop)])
     if name == "crop_flip":
         return A.Compose([*pad_crop, A.HorizontalFlip(p=0.5)])
     if name != "reference":
-        raise ValueError(f"unknown augment.name {name!r}: choose reference, crop_flip or none")
+        raise ValueError(f"unknown augment.name {name!r}: choose reference, crop_flip, center_crop or none")
     var_lo, var_hi = cfg["noise_var"]
     hole = int(cfg["cutout_size"])
     rrc = int(cfg["resized_crop"])

@@ -67,8 +67,8 @@ class TrainDataModule(L.LightningDataModule):
         train = labelled_samples(self.root, self.splits["train"]["real"], self.splits["train"]["fake"], self.hint)
         val = labelled_samples(self.root, self.splits["val"]["real"], self.splits["val"]["fake"], self.hint)
         self.train_set = LabelledImages(train, build_augment(self.augment_cfg), self.preprocess, self.seed)
-        # validation sees centre-stable crops: the same crop pipeline, seeded per item, epoch-free
-        self.val_set = LabelledImages(val, build_augment({"name": "crop_flip", "crop": self.augment_cfg["crop"]}),
+        # validation: a centre crop of the training crop size, the same at every epoch
+        self.val_set = LabelledImages(val, build_augment({"name": "center_crop", "crop": self.augment_cfg["crop"]}),
                                       self.preprocess, self.seed)
 
     def train_dataloader(self) -> DataLoader:

@@ -14,10 +14,9 @@ from dear_exp.data.seeding import item_seed
 from dear_exp.errors import DearError
 
 
-def _split(index: int | tuple[int, int], fallback_seed: int, key: str) -> tuple[int, int]:
-    if isinstance(index, tuple):
-        return index
-    return index, item_seed(fallback_seed, key)
+def _split(index: int | tuple[int, int]) -> tuple[int, int | None]:
+    """A sampler may hand over (index, seed); a plain index gets a seed from the item's path."""
+    return index if isinstance(index, tuple) else (index, None)
 
 
 class LabelledImages(Dataset):
@@ -33,10 +32,10 @@ class LabelledImages(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        i, seed = _split(index, self.seed, "item")
+        i, seed = _split(index)
         sample = self.samples[i]
-        self.augment.set_random_seed(seed)
-        image = self.augment(image=np.asarray(load_image(sample.path)))["image"]
+        self.augment.set_random_seed(item_seed(self.seed, sample.key) if seed is None else seed)
+        image = self.augment(image=np.array(load_image(sample.path)))["image"]
         return self.preprocess(image), torch.tensor(float(sample.label))
 
 
@@ -53,16 +52,16 @@ class InpaintImages(Dataset):
         return len(self.pairs)
 
     def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        i, seed = _split(index, self.seed, "inpaint")
+        i, seed = _split(index)
         pair = self.pairs[i]
-        image = np.asarray(load_image(pair.image))
-        mask = np.asarray(load_image(pair.mask, mode="L"))
+        image = np.array(load_image(pair.image))
+        mask = np.array(load_image(pair.mask, mode="L"))
         if mask.shape != image.shape[:2]:
             raise DearError(
                 f"mask {pair.mask} is {mask.shape[1]}x{mask.shape[0]} but its image {pair.image} is "
                 f"{image.shape[1]}x{image.shape[0]}; regenerate the pair"
             )
-        self.augment.set_random_seed(seed)
+        self.augment.set_random_seed(item_seed(self.seed, pair.key) if seed is None else seed)
         out = self.augment(image=image, mask=mask)
         m = self.preprocess.mask(out["mask"])
         target = torch.tensor(float((m > 0.5).any()))
@@ -91,4 +90,4 @@ class EvalImages(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         sample = self.samples[index]
         image = self.chain(load_image(sample.path), sample.key)
-        return self.preprocess(np.asarray(image)), torch.tensor(float(sample.label)), torch.tensor(index)
+        return self.preprocess(np.array(image)), torch.tensor(float(sample.label)), torch.tensor(index)

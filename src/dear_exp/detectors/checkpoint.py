@@ -40,10 +40,12 @@ def read_state_dict(path: Path, hint: str = "", sha256: str | None = None) -> di
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0]
+        refused = [line.strip() for line in str(exc).splitlines() if "Unsupported global" in line]
+        if not refused:
+            raise DearError(f"cannot read checkpoint {path} (not a torch checkpoint); re-download it") from None
         raise DearError(
-            f"refusing to load {path}: it holds pickled objects that weights_only=True will not execute "
-            f"({first}); re-save it as a plain state dict or .safetensors"
+            f"refusing to load {path}: it holds pickled code that weights_only=True will not run "
+            f"({refused[0]}); re-save it as a plain state dict or .safetensors"
         ) from None
     except Exception as exc:  # corrupt zip, truncated file, not a checkpoint at all
         raise DearError(f"cannot read checkpoint {path} ({type(exc).__name__}: {exc}); re-download it") from None

@@ -1,0 +1,26 @@
+"""Running the real CLI in a subprocess, as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def run_cli(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_", "WANDB_", "PYTEST_", "DEAR_"))}
+    env.update({"WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"})
+    return subprocess.run([sys.executable, "-m", "dear_exp", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *fragments: str) -> str:
+    """Non-zero exit, no traceback, and a last stderr line that says what is wrong."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, proc.stderr[-3000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: "), proc.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in line, (fragment, line)
+    return line

@@ -1,0 +1,64 @@
+"""Every experiment composes with every debug option; every option of every group instantiates."""
+
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+
+from dear_exp.__main__ import CONF_DIR
+
+EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
+DEBUGS = sorted(p.stem for p in (Path(CONF_DIR) / "debug").glob("*.yaml"))
+REQUIRED_GROUPS = ["detector", "train_data", "diag_data", "benchmark", "postprocess", "prune", "head", "trainer",
+                   "logger", "callbacks", "paths", "hydra", "launcher", "sweep", "debug", "experiment"]
+
+
+def test_required_groups_exist():
+    for group in REQUIRED_GROUPS:
+        assert list((Path(CONF_DIR) / group).glob("*.yaml")), group
+    assert {"demo", "npr_flux"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.parametrize("debug", [None, *DEBUGS])
+def test_experiment_composes_with_debug(compose_cfg, experiment, debug):
+    overrides = [f"+experiment={experiment}"] + ([f"+debug={debug}"] if debug else [])
+    cfg = compose_cfg(*overrides)
+    assert cfg.prune.alpha_low < cfg.prune.alpha_high
+    assert cfg.detector.net._target_.startswith("dear_exp.detectors.")
+    if debug:
+        assert cfg.trainer.accelerator == "cpu" and not cfg.get("logger")
+    if debug == "fdr":
+        assert cfg.trainer.fast_dev_run is True
+
+
+def test_default_run_is_the_demo_experiment(compose_cfg):
+    plain = compose_cfg()
+    demo = compose_cfg("+experiment=demo")
+    for key in ("detector", "train_data", "diag_data", "benchmark", "postprocess", "prune", "head"):
+        assert plain[key] == demo[key], key
+
+
+@pytest.mark.parametrize("group", ["detector", "prune", "postprocess", "trainer", "logger", "callbacks",
+                                   "benchmark", "train_data", "diag_data", "launcher", "sweep"])
+def test_every_option_composes(compose_cfg, group, tmp_path):
+    for option in sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml")):
+        prefix = "+" if group in ("launcher", "sweep") else ""
+        cfg = compose_cfg(f"{prefix}{group}={option}")
+        if group == "detector":
+            net = instantiate(cfg.detector.net)
+            assert net.feature_channels > 0
+        if group == "trainer" and cfg.trainer.accelerator == "cpu":
+            instantiate(cfg.trainer, logger=False)
+        if group in ("callbacks", "logger"):
+            for conf in (cfg.get(group) or {}).values():
+                instantiate(conf)
+
+
+def test_npr_flux_points_at_the_released_checkpoint_and_dear_layout(compose_cfg, tmp_path):
+    cfg = compose_cfg("+experiment=npr_flux")
+    assert cfg.detector.checkpoint == f"{tmp_path}/checkpoints/npr/NPR.pth"
+    assert cfg.detector.net.feature_layer == "layer2" and not cfg.detector.train_if_missing
+    assert cfg.benchmark.root == f"{tmp_path}/data/test"
+    assert dict(cfg.benchmark.subsets) == {"flux": {"fake": "fake/flux", "real": "redcaps"}}
+    assert cfg.diag_data.image_dir == "train/fake/lsun_inpaint_sd"

@@ -1,0 +1,116 @@
+"""Data layer: explicit labels, order independence, per-item seeding, size buckets, post-processing."""
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dear_exp.data.datasets import EvalImages
+from dear_exp.data.folders import FAKE, REAL, labelled_samples, list_images
+from dear_exp.data.images import Preprocess
+from dear_exp.data.postprocess import Chain
+from dear_exp.data.samplers import SeededSampler, SizeBucketBatchSampler
+from dear_exp.errors import DearError
+
+PRE = Preprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), trim_odd=True)
+
+
+def _tree(root: Path) -> None:
+    rng = np.random.default_rng(0)
+    for folder, n, size in (("nature", 3, (40, 30)), ("ai", 4, (33, 41)), ("ai/sub", 2, (40, 30))):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            arr = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+            Image.fromarray(arr).save(root / folder / f"{i:02d}.png")
+
+
+def test_labels_come_from_the_config_not_folder_order(tmp_path: Path):
+    _tree(tmp_path)
+    # alphabetical order would put ai first (label 0): GenImage's classic label flip
+    samples = labelled_samples(tmp_path, real=["nature"], fake=["ai"], hint="h")
+    assert [s.label for s in samples] == [REAL] * 3 + [FAKE] * 6
+    assert [s.key for s in samples][3:] == ["ai/00.png", "ai/01.png", "ai/02.png", "ai/03.png",
+                                             "ai/sub/00.png", "ai/sub/01.png"]
+
+
+def test_missing_and_empty_folders(tmp_path: Path):
+    with pytest.raises(DearError, match=f"data folder not found: {tmp_path}/nope; fetch it"):
+        list_images(tmp_path / "nope", "fetch it")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DearError, match="no images in"):
+        list_images(tmp_path / "empty", "fetch it")
+
+
+def test_seeded_sampler_is_reproducible_and_changes_per_epoch():
+    a = SeededSampler(10, seed=1)
+    first = list(a)
+    assert first == list(SeededSampler(10, seed=1))
+    a.set_epoch(1)
+    assert [i for i, _ in a] != [i for i, _ in first]
+    assert sorted(i for i, _ in first) == list(range(10))
+    cycled = list(SeededSampler(4, seed=0, num_samples=10))
+    assert len(cycled) == 10 and sorted(i for i, _ in cycled[:4]) == [0, 1, 2, 3]
+
+
+def test_size_buckets_group_equal_sizes_and_cover_every_index():
+    sizes = [(32, 32), (64, 48), (32, 32), (64, 48), (32, 32)]
+    batches = list(SizeBucketBatchSampler(sizes, batch_size=2))
+    assert sorted(i for b in batches for i in b) == list(range(5))
+    for b in batches:
+        assert len({sizes[i] for i in b}) == 1
+
+
+def _eval_bytes(root: Path, shuffle: bool) -> dict[str, bytes]:
+    samples = labelled_samples(root, real=["nature"], fake=["ai"], hint="h")
+    if shuffle:
+        random.Random(5).shuffle(samples)
+    chain = Chain("mix", [{"op": "resize", "factor": [0.5, 1.5]}, {"op": "jpeg", "quality": [30, 95]}], seed=7)
+    ds = EvalImages(samples, chain, PRE)
+    return {s.key: ds[i][0].numpy().tobytes() for i, s in enumerate(samples)}
+
+
+def test_postprocessing_is_seeded_per_image_not_per_order(tmp_path: Path):
+    _tree(tmp_path)
+    assert _eval_bytes(tmp_path, shuffle=False) == _eval_bytes(tmp_path, shuffle=True)
+
+
+def test_postprocessing_is_identical_across_processes(tmp_path: Path):
+    _tree(tmp_path)
+    code = (
+        "import hashlib, sys; from pathlib import Path; from tests.test_data import _eval_bytes; "
+        "d = _eval_bytes(Path(sys.argv[1]), False); "
+        "print(hashlib.sha256(b''.join(d[k] for k in sorted(d))).hexdigest())"
+    )
+    root = Path(__file__).parent.parent
+    outs = {subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=root, capture_output=True, text=True,
+                           check=True).stdout.strip() for _ in range(2)}
+    assert len(outs) == 1
+
+
+def test_final_sizes_predict_what_the_chain_produces(tmp_path: Path):
+    _tree(tmp_path)
+    samples = labelled_samples(tmp_path, real=["nature"], fake=["ai"], hint="h")
+    chain = Chain("r", [{"op": "resize", "factor": [0.4, 1.3], "interpolation": "bilinear"}], seed=0)
+    ds = EvalImages(samples, chain, PRE)
+    for (w, h), i in zip(ds.final_sizes(), range(len(ds))):
+        assert tuple(ds[i][0].shape[1:]) == (h, w) and w % 2 == 0 and h % 2 == 0
+
+
+def test_jpeg_changes_pixels_and_unknown_ops_are_refused():
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    out = Chain("j", [{"op": "jpeg", "quality": 50}], seed=0)(img, "k")
+    assert out.size == img.size and not np.array_equal(np.array(out), np.array(img))
+    with pytest.raises(DearError, match="unknown op 'sharpen'"):
+        Chain("x", [{"op": "sharpen"}], seed=0)
+    with pytest.raises(DearError, match="op jpeg needs quality"):
+        Chain("x", [{"op": "jpeg"}], seed=0)
+
+
+def test_preprocess_trims_odd_sides_for_npr():
+    x = PRE(np.zeros((31, 45, 3), dtype=np.uint8))
+    assert tuple(x.shape) == (3, 30, 44) and torch.allclose(x, torch.full_like(x, -1.0))

@@ -1,0 +1,66 @@
+"""The refit keeps the detector frozen, and prune.mode=none reproduces the detector's logits."""
+
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from dear_exp.callbacks import DissectCallback
+from dear_exp.data.datamodules import RefitDataModule
+from dear_exp.detectors import build_detector, preprocess_of
+from dear_exp.model import DEARModule
+from dear_exp.tasks.common import train_datamodule
+from dear_exp.tasks.dear import benchmark_datamodule, diagnostic_datamodule
+
+
+def _setup(compose_cfg, tiny_demo: Path, *overrides: str):
+    cfg = compose_cfg("+debug=default", *overrides, root=tiny_demo)
+    detector = build_detector(cfg.detector, load_weights=False)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for m in detector.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+    pre = preprocess_of(cfg.detector)
+    data = RefitDataModule(train_datamodule(cfg, pre, cfg.augment, 8), diagnostic_datamodule(cfg, pre))
+    return cfg, detector, pre, data
+
+
+def _trainer(tmp_path: Path, callbacks, **kw) -> L.Trainer:
+    return L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                     enable_progress_bar=False, default_root_dir=tmp_path, callbacks=callbacks, **kw)
+
+
+def test_mode_none_gives_the_detectors_own_logits_before_refit(compose_cfg, tiny_demo, tmp_path):
+    cfg, detector, pre, data = _setup(compose_cfg, tiny_demo, "prune=none", "head.init=detector")
+    model = DEARModule(detector, init="detector")
+    callback = DissectCallback(data.diagnostic, "none", 0.2, 0.8, 0)
+    # fit with zero steps runs the dissection callback (on_fit_start) and nothing else
+    _trainer(tmp_path, [callback], max_steps=0).fit(model, datamodule=data)
+    assert model.head.mask.sum() == model.head.mask.numel()
+    bench = benchmark_datamodule(cfg, pre)
+    bench.setup("predict")
+    out = _trainer(tmp_path, []).predict(model, dataloaders=bench.predict_dataloader()[0])
+    base = torch.cat([o["base"] for o in out])
+    dear = torch.cat([o["dear"] for o in out])
+    assert torch.equal(base, dear)
+    # and a pruned mask really changes them
+    model.head.set_mask((torch.arange(512) % 2).float())
+    out = _trainer(tmp_path, []).predict(model, dataloaders=bench.predict_dataloader()[0])
+    assert not torch.equal(base, torch.cat([o["dear"] for o in out]))
+
+
+def test_only_the_head_trains_and_batchnorm_statistics_stay(compose_cfg, tiny_demo, tmp_path):
+    _, detector, _, data = _setup(compose_cfg, tiny_demo)
+    model = DEARModule(detector, lr=1e-2)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"head.linear.weight", "head.linear.bias"}
+    before = {k: v.clone() for k, v in model.detector.state_dict().items()}
+    head_before = model.head.linear.weight.clone()
+    callback = DissectCallback(data.diagnostic, "bilateral", 0.2, 0.8, 0)
+    _trainer(tmp_path, [callback], max_steps=3, limit_val_batches=1).fit(model, datamodule=data)
+    after = model.detector.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "the frozen detector changed"
+    assert not torch.equal(head_before, model.head.linear.weight), "the head did not train"
+    assert int(model.head.mask.sum()) == 512 - 2 * 102
+    assert callback.stats["images"] > 0

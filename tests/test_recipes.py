@@ -1,0 +1,50 @@
+"""Every `python -m dear_exp ...` command written in experiments/*/README.md and README.md composes,
+so no recipe can rot (torchgeo's lesson)."""
+
+import itertools
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = sorted((ROOT / "experiments").glob("*/README.md")) + [ROOT / "README.md"]
+
+
+def commands() -> list[tuple[str, str]]:
+    found = []
+    for doc in DOCS:
+        text = doc.read_text()
+        for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = line.strip()
+                if line.startswith("python -m dear_exp"):
+                    found.append((doc.relative_to(ROOT).as_posix(), line))
+    return found
+
+
+def expand(args: list[str]) -> list[list[str]]:
+    """A multirun's comma lists become every combination, as Hydra's basic sweeper would run them."""
+    choices = []
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if "," in value and not value.startswith(("[", "{")):
+            choices.append([f"{key}={v}" for v in value.split(",")])
+        else:
+            choices.append([arg])
+    return [list(c) for c in itertools.product(*choices)]
+
+
+def test_docs_hold_recipes():
+    docs = {d for d, _ in commands()}
+    assert {"experiments/demo/README.md", "experiments/alpha_sweep/README.md", "README.md"} <= docs
+
+
+@pytest.mark.parametrize(("doc", "command"), commands())
+def test_recipe_composes(compose_cfg, doc, command):
+    args = [a for a in shlex.split(command)[3:] if a not in ("-m", "--multirun") and not a.startswith("hydra.")]
+    args = [a for a in args if not a.startswith("+sweep=")]  # sweep files only set hydra.sweeper
+    for combination in expand(args):
+        cfg = compose_cfg(*combination)
+        assert cfg.prune.alpha_low < cfg.prune.alpha_high, (doc, combination)
