@@ -57,3 +57,63 @@ def test_four_job_multirun_each_with_its_own_wandb_run(tiny_demo: Path, tmp_path
         record = next(runs[0].glob("*.wandb")).read_bytes()
         assert sweeps[0].name.encode() in record, "W&B run not grouped by its sweep"
     assert seen == {("0.1", "0.8"), ("0.1", "0.9"), ("0.2", "0.8"), ("0.2", "0.9")}
+
+
+def _dear_layout(demo: Path, root: Path) -> None:
+    """A tiny data tree in the DEAR reference layout, filled from the embedded demo's images."""
+    def copy(src: str, dst: str, pattern: str = "*") -> None:
+        (root / dst).mkdir(parents=True, exist_ok=True)
+        for f in sorted((demo / src).glob(pattern)):
+            shutil.copy(f, root / dst / f.name)
+
+    copy("train/real/photos", "data/train/real/coco")
+    copy("val/real/photos", "data/train/real/lsun")
+    copy("train/fake/gen_a", "data/train/fake/ldm")
+    copy("val/fake/gen_a", "data/train/fake/aligned")
+    for split in ("val",):
+        copy("val/real/photos", f"data/{split}/real/coco")
+        copy("val/real/photos", f"data/{split}/real/lsun")
+        copy("val/fake/gen_a", f"data/{split}/fake/ldm")
+        copy("val/fake/gen_a", f"data/{split}/fake/aligned")
+    copy("inpaint", "data/train/fake/lsun_inpaint_sd", "*_inpaint.png")
+    copy("inpaint", "data/train/fake/lsun_inpaint_mask", "*_mask.png")
+    copy("test/real/photos", "data/test/real/redcaps")
+    copy("test/fake/gen_c", "data/test/fake/flux")
+
+
+def test_npr_flux_on_released_checkpoint_format_and_reference_layout(compose_cfg, tiny_demo: Path, tmp_path: Path):
+    import torch
+
+    from dear_exp.detectors.npr import NPR
+
+    root = tmp_path / "user"
+    _dear_layout(tiny_demo / ".cache/demo/tiny-seed0", root)
+    ckpt = root / "checkpoints/npr/NPR.pth"
+    ckpt.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save({"model": {f"module.{k}": v for k, v in NPR().state_dict().items()}, "total_steps": 1}, ckpt)
+    cfg = compose_cfg("+experiment=npr_flux", "+debug=limit", "diag_data.batch_size=4", "train_data.batch_size=4",
+                      "benchmark.batch_size=4", root=root)
+    run_task(cfg)
+    out = Path(cfg.paths.output_dir)
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert {r["subset"] for r in rows} == {"flux", "mean"}
+    assert {r["postprocess"] for r in rows} == {"clean", "jpeg75", "webp75", "resize0.5", "jpeg50-95"}
+    assert {r["benchmark"] for r in rows} == {"dear_flux"}
+    flux = [r for r in rows if r["subset"] == "flux" and r["postprocess"] == "clean"]
+    assert all(int(r["n_real"]) == 8 and int(r["n_fake"]) == 8 for r in flux)  # full test set, native sizes
+    assert not (root / ".cache" / "demo").exists(), "npr_flux must not build the embedded demo"
+
+
+def test_train_base_writes_a_released_format_checkpoint(compose_cfg, tiny_demo: Path, tmp_path: Path):
+    from dear_exp.detectors.checkpoint import read_state_dict
+    from dear_exp.detectors.npr import NPR
+    from dear_exp.detectors.checkpoint import load_strict
+    import torch
+
+    target = tmp_path / "trained.pth"
+    cfg = compose_cfg("task=train_base", "+debug=fdr", f"detector.checkpoint={target}", root=tiny_demo)
+    run_task(cfg)
+    raw = torch.load(target, weights_only=True)
+    assert set(raw) == {"model"}
+    load_strict(NPR(), read_state_dict(target), str(target))

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 def ensure_demo(cfg: DictConfig) -> None:
     """Build (once, cached) the embedded demo data when the config uses it."""
-    if cfg.get("demo") is None:
+    if not cfg.demo.enabled:
         return
     from dear_exp.data.demo import ensure_demo_data
 
