@@ -114,3 +114,20 @@ def test_jpeg_changes_pixels_and_unknown_ops_are_refused():
 def test_preprocess_trims_odd_sides_for_npr():
     x = PRE(np.zeros((31, 45, 3), dtype=np.uint8))
     assert tuple(x.shape) == (3, 30, 44) and torch.allclose(x, torch.full_like(x, -1.0))
+
+
+@pytest.mark.parametrize("size", [(300, 250), (250, 300), (100, 80), (224, 224)])
+def test_clip_geometry_matches_torchvision(size):
+    from torchvision.transforms import CenterCrop, Resize
+    from torchvision.transforms.functional import pil_to_tensor
+
+    w, h = size
+    arr = np.random.default_rng(1).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    pre = Preprocess(mean=(0, 0, 0), std=(1, 1, 1), center_crop=224)
+    expected = CenterCrop(224)(pil_to_tensor(Image.fromarray(arr))).float() / 255
+    assert torch.equal(pre(arr), expected) and pre.out_size(w, h) == (224, 224)
+    c2p = Preprocess(mean=(0, 0, 0), std=(1, 1, 1), resize_short=224, center_crop=224)
+    expected = CenterCrop(224)(pil_to_tensor(Resize(224)(Image.fromarray(arr)))).float() / 255
+    assert torch.equal(c2p(arr), expected)
+    mask = np.zeros((h, w), dtype=np.uint8)
+    assert tuple(c2p.mask(mask).shape) == (224, 224)

@@ -9,19 +9,19 @@ from hydra.utils import instantiate
 
 from dear_exp.data.images import Preprocess
 from dear_exp.detectors.base import Detector
-from dear_exp.detectors.checkpoint import load_strict, read_state_dict
 
 
 def build_detector(cfg: Any, load_weights: bool = True) -> Detector:
     """Instantiate `detector.net` and load `detector.checkpoint` strictly."""
     detector: Detector = instantiate(cfg.net)
     if load_weights:
-        path = Path(cfg.checkpoint)
-        state = read_state_dict(path, hint=cfg.get("source_hint", ""), sha256=cfg.get("sha256"))
-        load_strict(detector, state, str(path))
+        detector.load_checkpoint(Path(cfg.checkpoint), hint=cfg.get("source_hint", ""), sha256=cfg.get("sha256"))
     return detector
 
 
 def preprocess_of(cfg: Any) -> Preprocess:
     p = cfg.preprocess
-    return Preprocess(mean=tuple(p.mean), std=tuple(p.std), trim_odd=bool(p.get("trim_odd", False)))
+    return Preprocess(
+        mean=tuple(p.mean), std=tuple(p.std), trim_odd=bool(p.get("trim_odd", False)),
+        resize_short=p.get("resize_short"), center_crop=p.get("center_crop"),
+    )

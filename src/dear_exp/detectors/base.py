@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -33,6 +35,13 @@ class Detector(nn.Module):
     def linear_head(self) -> nn.Linear | None:
         """The detector's own classifier when it reads pool(F) of the dissected map directly."""
         return None
+
+    def load_checkpoint(self, path: Path, hint: str = "", sha256: str | None = None) -> None:
+        """Load the released weights strictly. Detectors whose release spans several files or
+        renames keys override this (and may read extra paths given to their constructor)."""
+        from dear_exp.detectors.checkpoint import load_strict, read_state_dict
+
+        load_strict(self, read_state_dict(path, hint=hint, sha256=sha256), str(path))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.forward_features(x)
