@@ -105,3 +105,42 @@ def test_missing_corrupt_and_checksum(tmp_path: Path):
     torch.save([torch.zeros(1)], pickle_only)
     with pytest.raises(DearError, match="not a state dict"):
         read_state_dict(pickle_only)
+
+
+def test_hub_download_offline_fails_at_once_in_one_line(compose_cfg, tmp_path: Path, monkeypatch):
+    import time
+
+    from dear_exp.detectors import build_detector
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = compose_cfg("+experiment=npr_flux", "+detector.hub={repo_id: someone/npr, filename: NPR.pth}")
+    start = time.perf_counter()
+    with pytest.raises(DearError) as err:
+        build_detector(cfg.detector)
+    assert time.perf_counter() - start < 2.0
+    assert str(err.value) == (f"checkpoint not found: {tmp_path}/checkpoints/npr/NPR.pth; HF_HUB_OFFLINE is set, so "
+                              f"download someone/npr/NPR.pth from the Hugging Face Hub elsewhere and place it at "
+                              f"{tmp_path}/checkpoints/npr/NPR.pth")
+
+
+def test_hub_download_lands_atomically_and_is_checked(compose_cfg, tmp_path: Path, monkeypatch):
+    """The network itself is replaced (no test reaches the Hub); the wiring around it is real."""
+    import huggingface_hub
+
+    from dear_exp.detectors import build_detector
+    from dear_exp.detectors import checkpoint as ck
+
+    source = _randomised()
+    served = tmp_path / "hub_cache" / "NPR.pth"
+    served.parent.mkdir()
+    torch.save({"model": {f"module.{k}": v for k, v in source.state_dict().items()}}, served)
+    calls = []
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(ck, "_hub_reachable", lambda timeout=3.0: None)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda **kw: calls.append(kw) or str(served))
+    cfg = compose_cfg("+experiment=npr_flux", "+detector.hub={repo_id: someone/npr, filename: NPR.pth}",
+                      f"detector.sha256={sha256_of(served)}")
+    detector = build_detector(cfg.detector)
+    assert calls == [{"repo_id": "someone/npr", "filename": "NPR.pth", "revision": None}]
+    assert torch.equal(_reference_logits(detector), _reference_logits(source))
+    assert sorted(p.name for p in (tmp_path / "checkpoints/npr").iterdir()) == ["NPR.pth"]  # no temp file left

@@ -117,3 +117,23 @@ def test_train_base_writes_a_released_format_checkpoint(compose_cfg, tiny_demo: 
     raw = torch.load(target, weights_only=True)
     assert set(raw) == {"model"}
     load_strict(NPR(), read_state_dict(target), str(target))
+
+
+def test_evaluate_scores_the_released_detector_and_a_saved_head(compose_cfg, tiny_demo: Path, tmp_path: Path):
+    """task=evaluate reproduces, without training, the base rows and the DEAR rows of a dear run."""
+    root = tmp_path / "root"
+    shutil.copytree(tiny_demo, root)
+    cfg = compose_cfg("+experiment=demo", "+debug=default", "postprocess=clean", root=root)
+    run_task(cfg)
+    dear_rows = {(r["model"], r["subset"]): r for r in csv.DictReader(open(Path(cfg.paths.output_dir) / "results.csv"))}
+    head = Path(cfg.paths.output_dir) / "head.safetensors"
+    cfg = compose_cfg("+experiment=demo", "task=evaluate", f"task.head={head}", "+debug=default", "postprocess=clean",
+                      root=root)
+    cfg.paths.output_dir = str(tmp_path / "eval")
+    run_task(cfg)
+    rows = {(r["model"], r["subset"]): r for r in csv.DictReader(open(tmp_path / "eval" / "results.csv"))}
+    assert set(rows) == set(dear_rows)
+    for key, row in rows.items():
+        for metric in ("AUC", "AP", "R.Acc", "F.Acc"):
+            assert row[metric] == dear_rows[key][metric], (key, metric)
+    assert {r["task"] for r in rows.values()} == {"evaluate"}

@@ -75,3 +75,11 @@ def test_worker_errors_keep_their_one_line(tmp_path: Path):
         next(iter(DataLoader(Broken(), num_workers=1)))
     assert "Original Traceback" in str(err.value)  # what torch does to the message
     assert one_line(err.value) == "corrupt or unreadable image /x/0.png (bad); replace or remove the file"
+
+
+def test_train_base_refuses_a_released_dear_model(compose_cfg, tmp_path: Path):
+    from dear_exp.__main__ import run_task
+
+    cfg = compose_cfg("task=train_base", "detector=dear_c", "train_data=corvi")
+    with pytest.raises(DearError, match="train its base architecture instead"):
+        run_task(cfg)

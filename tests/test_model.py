@@ -10,7 +10,8 @@ from dear_exp.data.datamodules import RefitDataModule
 from dear_exp.detectors import build_detector, preprocess_of
 from dear_exp.model import DEARModule
 from dear_exp.tasks.common import train_datamodule
-from dear_exp.tasks.dear import benchmark_datamodule, diagnostic_datamodule
+from dear_exp.tasks.dear import diagnostic_datamodule
+from dear_exp.tasks.evaluation import benchmark_datamodule
 
 
 def _setup(compose_cfg, tiny_demo: Path, *overrides: str):
@@ -64,3 +65,27 @@ def test_only_the_head_trains_and_batchnorm_statistics_stay(compose_cfg, tiny_de
     assert not torch.equal(head_before, model.head.linear.weight), "the head did not train"
     assert int(model.head.mask.sum()) == 512 - 2 * 102
     assert callback.stats["images"] > 0
+
+
+def test_released_gate_becomes_the_mask_and_reproduces_the_release(tmp_path):
+    import pytest
+
+    from dear_exp.detectors.npr import NPR
+    from dear_exp.detectors.resnet import GatedResnet50Detector
+    from dear_exp.errors import DearError
+
+    torch.manual_seed(0)
+    detector = GatedResnet50Detector().eval()
+    gate = (torch.rand(2048) > 0.4).float()
+    detector.gate.copy_(gate)
+    with torch.no_grad():
+        detector.fc.weight.normal_()
+    model = DEARModule(detector, init="detector")
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, default_root_dir=tmp_path)
+    DissectCallback(None, "released", 0.2, 0.8, 0).on_fit_start(trainer, model)  # type: ignore[arg-type]
+    assert torch.equal(model.head.mask, gate)
+    x = torch.randn(2, 3, 32, 32)
+    out = model.predict_step((x, torch.zeros(2), torch.arange(2)), 0)
+    assert torch.allclose(out["dear"], out["base"], atol=1e-5)
+    with pytest.raises(DearError, match="prune.mode=released needs a detector whose checkpoint ships a channel mask"):
+        DissectCallback(None, "released", 0.2, 0.8, 0).on_fit_start(trainer, DEARModule(NPR()))  # type: ignore[arg-type]

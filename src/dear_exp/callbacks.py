@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from dear_exp.data.datamodules import DiagnosticDataModule
+from dear_exp.errors import DearError
 from dear_exp.prune import build_mask
 from dear_exp.rad import dissect
 from dear_exp.report import save_dissection
@@ -45,6 +46,15 @@ class DissectCallback(Callback):
         if self.mode == "none":
             self.mask = torch.ones(channels)
             log.info("prune.mode=none: keeping all %d channels, no dissection", channels)
+        elif self.mode == "released":
+            released = pl_module.detector.released_mask()
+            if released is None:
+                raise DearError(
+                    f"prune.mode=released needs a detector whose checkpoint ships a channel mask (dear_c, dear_r); "
+                    f"{type(pl_module.detector).__name__} has none: use prune=bilateral"
+                )
+            self.mask = released.float().cpu()
+            log.info("prune.mode=released: the checkpoint's own mask, no dissection")
         else:
             self.diagnostic.setup("fit")
             self.scores, self.stats = dissect(

@@ -9,8 +9,10 @@ import torch
 
 from dear_exp.errors import DearError
 
-PruneMode = Literal["bilateral", "high", "low", "random", "none"]
+PruneMode = Literal["bilateral", "high", "low", "random", "none", "released"]
 MODES: tuple[str, ...] = ("bilateral", "high", "low", "random", "none")
+# `released`: no dissection, the mask a released DEAR checkpoint ships (DissectCallback handles it)
+CALLBACK_MODES: tuple[str, ...] = (*MODES, "released")
 
 
 def validate_levels(alpha_low: float, alpha_high: float) -> None:

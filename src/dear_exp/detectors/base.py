@@ -36,6 +36,11 @@ class Detector(nn.Module):
         """The detector's own classifier when it reads pool(F) of the dissected map directly."""
         return None
 
+    def released_mask(self) -> torch.Tensor | None:
+        """The 0/1 channel mask [feature_channels] the released checkpoint already applies at the
+        dissected layer (DEAR-c/-r's `gate.gate`), or None when the release applies none."""
+        return None
+
     def load_checkpoint(self, path: Path, hint: str = "", sha256: str | None = None) -> None:
         """Load the released weights strictly. Detectors whose release spans several files or
         renames keys override this (and may read extra paths given to their constructor)."""

@@ -93,3 +93,47 @@ def save_atomic(obj: dict[str, object], path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _hub_reachable(timeout: float = 3.0) -> str | None:
+    """None when the Hub answers a TCP connect, else why not (avoids the client's ~25 s retries)."""
+    import socket
+
+    from huggingface_hub import constants
+
+    host = constants.ENDPOINT.split("://", 1)[-1].split("/", 1)[0]
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return None
+    except OSError as exc:
+        return f"{host} unreachable: {exc}"
+
+
+def fetch_from_hub(target: Path, repo_id: str, filename: str, revision: str | None = None) -> Path:
+    """Download `repo_id/filename` to `target` (atomically), when the network allows it."""
+    where = f"{repo_id}/{filename}" + (f"@{revision}" if revision else "")
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        raise DearError(f"checkpoint not found: {target}; HF_HUB_OFFLINE is set, so download {where} "
+                        f"from the Hugging Face Hub elsewhere and place it at {target}")
+    reason = _hub_reachable()
+    if reason:
+        raise DearError(f"checkpoint not found: {target}; cannot fetch {where} ({reason}): download it "
+                        f"elsewhere and place it at {target}")
+    from huggingface_hub import hf_hub_download
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        cached = Path(hf_hub_download(repo_id=repo_id, filename=filename, revision=revision))
+    except Exception as exc:
+        raise DearError(f"cannot fetch {where} from the Hugging Face Hub ({type(exc).__name__}: {exc})") from None
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    os.close(fd)
+    try:
+        with open(cached, "rb") as src, open(tmp, "wb") as dst:
+            for block in iter(lambda: src.read(1 << 20), b""):
+                dst.write(block)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target

@@ -17,15 +17,25 @@ from dear_exp.errors import DearError
 log = logging.getLogger(__name__)
 
 
-def ensure_demo(cfg: DictConfig) -> None:
-    """Build (once, cached) the embedded demo data when the config uses it."""
-    if not cfg.demo.enabled:
+def ensure_demo(cfg: DictConfig, roots: list[str]) -> None:
+    """Build (once, cached) the embedded demo data when one of the roots a task reads lies in it."""
+    demo_dir = Path(cfg.demo.dir).resolve()
+    if not any(Path(r).resolve().is_relative_to(demo_dir) for r in roots):
         return
     from dear_exp.data.demo import ensure_demo_data
 
     built = ensure_demo_data(Path(cfg.paths.cache_dir) / "demo", scale=cfg.demo.scale, seed=cfg.demo.seed)
     if Path(built).resolve() != Path(cfg.demo.dir).resolve():
         raise DearError(f"demo.dir={cfg.demo.dir} but the demo data was built at {built}; leave demo.dir at its default")
+
+
+def ensure_detector(cfg: DictConfig, out_dir: Path) -> None:
+    """Train the base detector first when its checkpoint is missing and the config asks for it."""
+    if not Path(cfg.detector.checkpoint).is_file() and cfg.detector.get("train_if_missing"):
+        from dear_exp.tasks.train_base import train_base
+
+        log.info("%s not found and detector.train_if_missing=true: training it first", cfg.detector.checkpoint)
+        train_base(cfg, out_dir=out_dir / "base_training")
 
 
 def instantiate_group(group: DictConfig | None, what: str) -> list[Any]:

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from dear_exp.detectors import build_detector, preprocess_of
 from dear_exp.detectors.checkpoint import save_atomic
+from dear_exp.errors import DearError
 from dear_exp.model import BaseDetectorModule
 from dear_exp.tasks.common import ensure_demo, instantiate_group, log_config, make_trainer, train_datamodule
 
@@ -20,12 +21,15 @@ log = logging.getLogger(__name__)
 
 def train_base(cfg: DictConfig, out_dir: Path | None = None) -> Path:
     """Train `detector.net` on `train_data`; keep the best epoch by validation balanced accuracy."""
-    ensure_demo(cfg)
+    ensure_demo(cfg, [cfg.train_data.root])
     L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(out_dir or cfg.paths.output_dir)
     target = Path(cfg.detector.checkpoint)
     bt = cfg.base_train
     detector = build_detector(cfg.detector, load_weights=False)
+    if detector.released_mask() is not None:
+        raise DearError(f"detector={cfg.detector.name} is a released DEAR model (a gated {cfg.detector.name}); "
+                        "train its base architecture instead (detector=corvi or detector=rajan)")
     module = BaseDetectorModule(detector, lr=bt.lr, weight_decay=bt.weight_decay)
     datamodule = train_datamodule(cfg, preprocess_of(cfg.detector), bt.augment, bt.batch_size)
     best = ModelCheckpoint(dirpath=out_dir / "base_checkpoints", monitor="val/bacc", mode="max",

@@ -1,0 +1,61 @@
+"""task=evaluate: score a detector as released (and optionally a saved DEAR head) without training."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+from omegaconf import DictConfig
+
+from dear_exp.detectors import build_detector, preprocess_of
+from dear_exp.errors import DearError
+from dear_exp.model import DEARModule
+from dear_exp.tasks.common import ensure_demo, ensure_detector, instantiate_group, log_config, make_trainer
+from dear_exp.tasks.evaluation import benchmark_datamodule, evaluate, report
+
+log = logging.getLogger(__name__)
+
+
+def load_head(model: DEARModule, path: Path) -> None:
+    """A `head.safetensors` written by task=dear (weight, bias, mask) onto this detector's layer."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise DearError(f"DEAR head not found: {path}; give the head.safetensors of a task=dear run")
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:
+        raise DearError(f"cannot read DEAR head {path} ({exc}); give the head.safetensors of a task=dear run") from None
+    expected = {"weight": model.head.linear.weight.shape, "bias": model.head.linear.bias.shape,
+                "mask": model.head.mask.shape}
+    got = {k: tuple(v.shape) for k, v in tensors.items()}
+    if set(got) != set(expected) or any(tuple(expected[k]) != got[k] for k in expected):
+        raise DearError(
+            f"DEAR head {path} has {got}, this detector's layer needs "
+            f"{ {k: tuple(v) for k, v in expected.items()} }; use the head of a run with the same detector and layer"
+        )
+    model.head.linear.load_state_dict({"weight": tensors["weight"], "bias": tensors["bias"]})
+    model.head.set_mask(tensors["mask"])
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    ensure_demo(cfg, [cfg.benchmark.root] + ([cfg.train_data.root] if cfg.detector.get("train_if_missing") else []))
+    ensure_detector(cfg, Path(cfg.paths.output_dir))
+    L.seed_everything(cfg.seed, workers=True)
+    preprocess = preprocess_of(cfg.detector)
+    log.info("Loading detector %s from %s", cfg.detector.name, cfg.detector.checkpoint)
+    model = DEARModule(build_detector(cfg.detector))
+    models: tuple[str, ...] = ("base",)
+    if cfg.task.get("head"):
+        load_head(model, Path(cfg.task.head))
+        models = ("base", "dear")
+    benchmark = benchmark_datamodule(cfg, preprocess)
+    benchmark.setup("predict")
+    loggers = instantiate_group(cfg.get("logger"), "logger")
+    log_config(loggers, cfg)
+    trainer = make_trainer(cfg, [], loggers)
+    rows = evaluate(trainer, model, benchmark, models)
+    if not trainer.is_global_zero:
+        return {}
+    return report(cfg, "evaluate", Path(cfg.paths.output_dir), rows, loggers)
