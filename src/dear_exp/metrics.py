@@ -46,7 +46,9 @@ def evaluate_predictions(
 ) -> list[dict[str, Any]]:
     """One row per (model, post-processing setting, fake subset), plus the mean over subsets.
 
-    `sources[i]` (an EvalSource) describes `outputs[i]`, the predict batches of dataloader i.
+    `sources[i]` (an EvalSource) describes `outputs[i]`, the predict batches of dataloader i;
+    `subsets[name]` names its paired real source (`real`) and its fake source (`fake_source`,
+    default the subset's own name).
     """
     logits: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
     for source, batches in zip(sources, outputs):
@@ -58,7 +60,7 @@ def evaluate_predictions(
             per_subset = []
             for subset, spec in subsets.items():
                 real = logits[(spec["real"], setting)][model]
-                fake = logits[(subset, setting)][model]
+                fake = logits[(spec.get("fake_source", subset), setting)][model]
                 row = {"model": model, "postprocess": setting, "subset": subset, "real": spec["real"],
                        "n_real": len(real), "n_fake": len(fake), **detection_metrics(real, fake)}
                 per_subset.append(row)
