@@ -60,5 +60,5 @@ def test_npr_flux_points_at_the_released_checkpoint_and_dear_layout(compose_cfg,
     assert cfg.detector.checkpoint == f"{tmp_path}/checkpoints/npr/NPR.pth"
     assert cfg.detector.net.feature_layer == "layer2" and not cfg.detector.train_if_missing
     assert cfg.benchmark.root == f"{tmp_path}/data/test"
-    assert dict(cfg.benchmark.subsets) == {"flux": {"fake": "fake/flux", "real": "redcaps"}}
+    assert dict(cfg.benchmark.layout.subsets) == {"flux": {"fake": "fake/flux", "real": "redcaps"}}
     assert cfg.diag_data.image_dir == "train/fake/lsun_inpaint_sd"

@@ -21,11 +21,12 @@ def test_demo_fast_dev_run_in_process(compose_cfg, tiny_demo: Path, tmp_path: Pa
     metrics = run_task(cfg)
     assert Path(cfg.detector.checkpoint).is_file(), "the base detector was not trained and cached"
     out = Path(cfg.paths.output_dir)
-    for name in OUTPUTS:
+    for name in (*OUTPUTS, "racc_facc.png", "severity.png"):
         assert (out / name).is_file(), name
     rows = list(csv.DictReader(open(out / "results.csv")))
-    # 2 models x 2 settings x (3 generators + mean)
-    assert len(rows) == 16
+    # 2 models x 3 threshold policies x 2 settings x (3 generators + mean)
+    assert len(rows) == 48
+    assert {r["threshold_policy"] for r in rows} == {"logit0", "calibrated", "oracle"}
     assert {r["postprocess"] for r in rows} == {"clean", "jpeg75"}
     assert {r["subset"] for r in rows} == {"gen_a", "gen_b", "gen_c", "mean"}
     assert {r["model"] for r in rows} == {"base", "dear"}
@@ -125,13 +126,16 @@ def test_evaluate_scores_the_released_detector_and_a_saved_head(compose_cfg, tin
     shutil.copytree(tiny_demo, root)
     cfg = compose_cfg("+experiment=demo", "+debug=default", "postprocess=clean", root=root)
     run_task(cfg)
-    dear_rows = {(r["model"], r["subset"]): r for r in csv.DictReader(open(Path(cfg.paths.output_dir) / "results.csv"))}
+    dear_rows = {(r["model"], r["threshold_policy"], r["subset"]): r
+                 for r in csv.DictReader(open(Path(cfg.paths.output_dir) / "results.csv"))
+                 if r["threshold_policy"] != "calibrated"}
     head = Path(cfg.paths.output_dir) / "head.safetensors"
     cfg = compose_cfg("+experiment=demo", "task=evaluate", f"task.head={head}", "+debug=default", "postprocess=clean",
                       root=root)
     cfg.paths.output_dir = str(tmp_path / "eval")
     run_task(cfg)
-    rows = {(r["model"], r["subset"]): r for r in csv.DictReader(open(tmp_path / "eval" / "results.csv"))}
+    rows = {(r["model"], r["threshold_policy"], r["subset"]): r
+            for r in csv.DictReader(open(tmp_path / "eval" / "results.csv"))}
     assert set(rows) == set(dear_rows)
     for key, row in rows.items():
         for metric in ("AUC", "AP", "R.Acc", "F.Acc"):

@@ -61,10 +61,21 @@ def quiet_libraries() -> None:
 
 
 def run_task(cfg: DictConfig) -> dict[str, Any]:
-    from dear_exp.tasks import dear, evaluate, train_base
+    from dear_exp.tasks import census, compare, dear, evaluate, predict, train_base
+    from dear_exp.tasks import export
+    from dear_exp.tasks import make_inpaint
     from dear_exp.tasks.common import finish_wandb
 
-    tasks = {"dear": dear.run, "evaluate": evaluate.run, "train_base": train_base.run}
+    tasks = {
+        "dear": dear.run,
+        "evaluate": evaluate.run,
+        "train_base": train_base.run,
+        "compare": compare.run,
+        "predict": predict.run,
+        "census": census.run,
+        "make_inpaint": make_inpaint.run,
+        "export": export.run,
+    }
     if cfg.task.name not in tasks:
         raise DearError(f"task={cfg.task.name} is not one of {', '.join(tasks)}")
     try:

@@ -1,15 +1,21 @@
-"""Detection metrics through torchmetrics, at logit threshold 0 (the reference's rule)."""
+"""Detection metrics through torchmetrics, under three threshold policies side by side.
+
+`logit0` is the reference's rule (logit > 0 means fake). `calibrated` uses the threshold that
+maximises balanced accuracy on a validation set (chosen before seeing the test set). `oracle` picks
+that threshold on each test subset itself: an upper bound, labelled as such, never a result.
+"""
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision, BinaryRecall, BinarySpecificity
 
-METRICS = ("AUC", "AP", "R.Acc", "F.Acc", "Acc")
+METRICS = ("AUC", "AP", "R.Acc", "F.Acc", "Acc", "Gap")
+POLICIES = ("logit0", "calibrated", "oracle")
 
 
 def rank_scores(logits: torch.Tensor) -> torch.Tensor:
@@ -21,55 +27,117 @@ def rank_scores(logits: torch.Tensor) -> torch.Tensor:
     return 0.5 + torch.atan(logits.double()) / math.pi
 
 
-def detection_metrics(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> dict[str, float]:
-    """AUC, AP, R.Acc (reals with logit < 0), F.Acc (fakes with logit > 0), Acc, in percent."""
+def detection_metrics(real_logits: torch.Tensor, fake_logits: torch.Tensor, threshold: float = 0.0) -> dict[str, float]:
+    """AUC, AP, R.Acc (reals below the threshold), F.Acc (fakes above it), Acc = their mean, and the
+    asymmetry Gap = R.Acc - F.Acc, in percent. A logit exactly at the threshold is wrong for both."""
     logits = torch.cat([real_logits, fake_logits]).double()
     target = torch.cat([torch.zeros(len(real_logits)), torch.ones(len(fake_logits))]).long()
     scores = rank_scores(logits)
-    f_acc = BinaryRecall()((logits > 0).long(), target)
-    r_acc = BinarySpecificity()((logits >= 0).long(), target)
+    f_acc = BinaryRecall()((logits > threshold).long(), target)
+    r_acc = BinarySpecificity()((logits >= threshold).long(), target)
     out = {
         "AUC": BinaryAUROC()(scores, target),
         "AP": BinaryAveragePrecision()(scores, target),
         "R.Acc": r_acc,
         "F.Acc": f_acc,
         "Acc": (r_acc + f_acc) / 2,
+        "Gap": r_acc - f_acc,
     }
     return {k: 100.0 * float(v) for k, v in out.items()}
 
 
+def best_threshold(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> float:
+    """The threshold that maximises balanced accuracy; midway between neighbouring logits, so no
+    logit sits on it. Ties go to the threshold closest to 0."""
+    if not len(real_logits) or not len(fake_logits):
+        raise ValueError("a threshold needs at least one real and one fake logit")
+    values = torch.unique(torch.cat([real_logits, fake_logits]).double())
+    candidates = torch.cat([values[:1] - 1.0, (values[1:] + values[:-1]) / 2, values[-1:] + 1.0])
+    r = real_logits.double()[None, :] < candidates[:, None]
+    f = fake_logits.double()[None, :] > candidates[:, None]
+    bacc = (r.double().mean(1) + f.double().mean(1)) / 2
+    best = bacc.max()
+    winners = candidates[bacc >= best - 1e-12]
+    return float(winners[winners.abs().argmin()])
+
+
+def bootstrap_intervals(real: torch.Tensor, fake: torch.Tensor, threshold: float, n: int, seed: int) -> dict[str, float]:
+    """95 % percentile intervals, resampling reals and fakes separately (stratified), seeded."""
+    gen = torch.Generator().manual_seed(seed)
+    draws: dict[str, list[float]] = {k: [] for k in METRICS}
+    for _ in range(n):
+        r = real[torch.randint(len(real), (len(real),), generator=gen)]
+        f = fake[torch.randint(len(fake), (len(fake),), generator=gen)]
+        for k, v in detection_metrics(r, f, threshold).items():
+            draws[k].append(v)
+    out = {}
+    for k, values in draws.items():
+        t = torch.tensor(values, dtype=torch.float64)
+        out[f"{k}_lo"] = float(torch.quantile(t, 0.025))
+        out[f"{k}_hi"] = float(torch.quantile(t, 0.975))
+    return out
+
+
+def _mean_row(rows: list[dict[str, Any]], template: dict[str, Any], name: str) -> dict[str, Any]:
+    row = {**template, "subset": name, "real": "", "threshold": float("nan"),
+           "n_real": sum(r["n_real"] for r in rows), "n_fake": sum(r["n_fake"] for r in rows)}
+    for k in METRICS:
+        row[k] = sum(r[k] for r in rows) / len(rows)
+    return row
+
+
 def evaluate_predictions(
-    sources: list[Any],
-    outputs: list[list[dict[str, torch.Tensor]]],
-    subsets: dict[str, dict[str, str]],
+    sources: Sequence[Any],
+    outputs: Sequence[Sequence[Mapping[str, torch.Tensor]]],
+    subsets: Mapping[str, Mapping[str, str]],
     models: tuple[str, ...] = ("base", "dear"),
+    groups: Mapping[str, Sequence[str]] | None = None,
+    policies: Sequence[str] = ("logit0",),
+    calibrated: Mapping[str, float] | None = None,
+    bootstrap: int = 0,
+    seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """One row per (model, post-processing setting, fake subset), plus the mean over subsets.
+    """One row per (model, threshold policy, post-processing setting, subset), plus a mean row per
+    group of subsets (`mean` when there is one group, else `mean:<group>`).
 
     `sources[i]` (an EvalSource) describes `outputs[i]`, the predict batches of dataloader i;
     `subsets[name]` names its paired real source (`real`) and its fake source (`fake_source`,
-    default the subset's own name).
+    default the subset's own name). `calibrated[model]` is the validation-chosen threshold.
     """
+    unknown = sorted(set(policies) - set(POLICIES))
+    if unknown:
+        raise ValueError(f"unknown threshold policies {unknown}; choose from {', '.join(POLICIES)}")
+    if "calibrated" in policies and not calibrated:
+        raise ValueError("the calibrated policy needs thresholds chosen on a validation set")
     logits: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
     for source, batches in zip(sources, outputs):
         logits[(source.source, source.setting)] = {m: torch.cat([b[m] for b in batches]) for m in models}
     settings = list(dict.fromkeys(s.setting for s in sources))
+    groups = dict(groups) if groups else {"all": list(subsets)}
     rows: list[dict[str, Any]] = []
     for model in models:
-        for setting in settings:
-            per_subset = []
-            for subset, spec in subsets.items():
-                real = logits[(spec["real"], setting)][model]
-                fake = logits[(spec.get("fake_source", subset), setting)][model]
-                row = {"model": model, "postprocess": setting, "subset": subset, "real": spec["real"],
-                       "n_real": len(real), "n_fake": len(fake), **detection_metrics(real, fake)}
-                per_subset.append(row)
-            rows += per_subset
-            mean: dict[str, Any] = defaultdict(float)
-            for row in per_subset:
-                for k in METRICS:
-                    mean[k] += row[k] / len(per_subset)
-            rows.append({"model": model, "postprocess": setting, "subset": "mean", "real": "",
-                         "n_real": sum(r["n_real"] for r in per_subset),
-                         "n_fake": sum(r["n_fake"] for r in per_subset), **mean})
+        for policy in policies:
+            for setting in settings:
+                per_subset: dict[str, dict[str, Any]] = {}
+                for subset, spec in subsets.items():
+                    real = logits[(spec["real"], setting)][model]
+                    fake = logits[(spec.get("fake_source", subset), setting)][model]
+                    if policy == "logit0":
+                        thr = 0.0
+                    elif policy == "calibrated":
+                        thr = float(calibrated[model])  # type: ignore[index]
+                    else:
+                        thr = best_threshold(real, fake)
+                    row = {"model": model, "threshold_policy": policy, "postprocess": setting, "subset": subset,
+                           "real": spec["real"], "threshold": thr, "n_real": len(real), "n_fake": len(fake),
+                           **detection_metrics(real, fake, thr)}
+                    if bootstrap:
+                        row.update(bootstrap_intervals(real, fake, thr, bootstrap, seed))
+                    per_subset[subset] = row
+                rows += per_subset.values()
+                template = {"model": model, "threshold_policy": policy, "postprocess": setting}
+                for group, names in groups.items():
+                    members = [per_subset[n] for n in names if n in per_subset]
+                    if members:
+                        rows.append(_mean_row(members, template, "mean" if len(groups) == 1 else f"mean:{group}"))
     return rows

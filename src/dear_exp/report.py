@@ -92,8 +92,13 @@ def write_csv(path: Path, rows: list[dict[str, Any]], extra: dict[str, Any]) -> 
     write_atomic(path, buf.getvalue())
 
 
-def table_cells(rows: list[dict[str, Any]]) -> dict[str, tuple[list[str], list[list[str]]]]:
-    """Per post-processing setting: a header and one line per subset, Base and DEAR side by side."""
+def _policies(rows: list[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(r.get("threshold_policy", "logit0") for r in rows))
+
+
+def table_cells(rows: list[dict[str, Any]], policy: str = "logit0") -> dict[str, tuple[list[str], list[list[str]]]]:
+    """Per post-processing setting: a header and one line per subset, the models side by side."""
+    rows = [r for r in rows if r.get("threshold_policy", "logit0") == policy]
     models = list(dict.fromkeys(r["model"] for r in rows))
     index = {(r["model"], r["postprocess"], r["subset"]): r for r in rows}
     tables = {}
@@ -108,22 +113,136 @@ def table_cells(rows: list[dict[str, Any]]) -> dict[str, tuple[list[str], list[l
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     out = []
-    for setting, (head, lines) in table_cells(rows).items():
-        out += [f"### {setting}\n", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        out += ["| " + " | ".join([f"**{c}**" if line[0] == "mean" else c for c in line]) + " |" for line in lines]
-        out.append("")
+    for policy in _policies(rows):
+        note = " (oracle: chosen on the test subset itself, an upper bound)" if policy == "oracle" else ""
+        for setting, (head, lines) in table_cells(rows, policy).items():
+            out += [f"### {setting}, threshold {policy}{note}\n", "| " + " | ".join(head) + " |",
+                    "|" + "---|" * len(head)]
+            out += ["| " + " | ".join([f"**{c}**" if line[0].startswith("mean") else c for c in line]) + " |"
+                    for line in lines]
+            out.append("")
     return "\n".join(out)
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
+    """The logit-0 tables in full; the other threshold policies as a summary of the means."""
     from rich.console import Console
     from rich.table import Table
 
     console = Console(width=max(160, Console().width))
-    for setting, (head, lines) in table_cells(rows).items():
-        table = Table(title=f"post-processing: {setting}")
+    for setting, (head, lines) in table_cells(rows, "logit0").items():
+        table = Table(title=f"post-processing: {setting} (threshold: logit 0)")
         for i, name in enumerate(head):
             table.add_column(name.replace(" ", "\n", 1), justify="left" if i == 0 else "right")
         for line in lines:
-            table.add_row(*line, style="bold" if line[0] == "mean" else None)
+            table.add_row(*line, style="bold" if line[0].startswith("mean") else None)
         console.print(table)
+    others = [p for p in _policies(rows) if p != "logit0"]
+    if others:
+        table = Table(title="means under the other threshold policies (oracle = chosen on the test set: an upper bound)")
+        for name in ("model", "policy", "post-processing", "subset", *METRICS):
+            table.add_column(name, justify="left" if name in ("model", "policy", "post-processing", "subset") else "right")
+        for r in rows:
+            if r.get("threshold_policy") in others and str(r["subset"]).startswith("mean"):
+                table.add_row(MODEL_NAMES.get(r["model"], r["model"]), r["threshold_policy"], r["postprocess"],
+                              r["subset"], *(f"{r[k]:.1f}" for k in METRICS))
+        console.print(table)
+
+
+def _figure(path: Path, fig: Any) -> None:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    write_atomic(path, buf.getvalue())
+
+
+def plot_racc_facc(path: Path, rows: list[dict[str, Any]], title: str) -> None:
+    """R.Acc against F.Acc per generator at logit 0: one colour per model, one marker per
+    post-processing setting, an arrow from the base detector to DEAR where both exist."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if r.get("threshold_policy", "logit0") == "logit0" and not str(r["subset"]).startswith("mean")]
+    settings = list(dict.fromkeys(r["postprocess"] for r in rows))
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    markers = "os^Dvx+*<>ph"
+    colours = {"base": "#4C72B0", "dear": "#C44E52"}
+    fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=120)
+    ax.plot([0, 100], [100, 0], color="0.8", lw=0.8, ls="--")
+    index = {(r["model"], r["postprocess"], r["subset"]): r for r in rows}
+    for si, setting in enumerate(settings):
+        for model in models:
+            pts = [r for r in rows if r["model"] == model and r["postprocess"] == setting]
+            ax.scatter([r["R.Acc"] for r in pts], [r["F.Acc"] for r in pts], marker=markers[si % len(markers)],
+                       color=colours.get(model, "0.3"), label=f"{MODEL_NAMES.get(model, model)}, {setting}", s=36)
+            if model == "base" and "dear" in models:
+                for r in pts:
+                    d = index.get(("dear", setting, r["subset"]))
+                    if d:
+                        ax.annotate("", xy=(d["R.Acc"], d["F.Acc"]), xytext=(r["R.Acc"], r["F.Acc"]),
+                                    arrowprops={"arrowstyle": "->", "color": "0.55", "lw": 0.7})
+    for r in rows:
+        if r["model"] == models[0] and r["postprocess"] == settings[0]:
+            ax.annotate(r["subset"], (r["R.Acc"], r["F.Acc"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlim(-2, 102)
+    ax.set_ylim(-2, 102)
+    ax.set_xlabel("R.Acc (%): reals called real")
+    ax.set_ylabel("F.Acc (%): fakes called fake")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower left")
+    _figure(path, fig)
+
+
+def plot_severity(path: Path, rows: list[dict[str, Any]], title: str) -> None:
+    """Mean AUC, R.Acc and F.Acc per model across the post-processing settings, in config order."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    means = [r for r in rows if r.get("threshold_policy", "logit0") == "logit0" and str(r["subset"]).startswith("mean")]
+    groups = list(dict.fromkeys(r["subset"] for r in means))
+    settings = list(dict.fromkeys(r["postprocess"] for r in means))
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), dpi=120, sharey=True)
+    for ax, metric in zip(axes, ("AUC", "R.Acc", "F.Acc")):
+        for model in dict.fromkeys(r["model"] for r in means):
+            for group in groups:
+                pts = {r["postprocess"]: r[metric] for r in means if r["model"] == model and r["subset"] == group}
+                label = MODEL_NAMES.get(model, model) + ("" if len(groups) == 1 else f" {group}")
+                ax.plot(range(len(settings)), [pts.get(s, float("nan")) for s in settings], marker="o", label=label)
+        ax.set_xticks(range(len(settings)), settings, rotation=45, ha="right", fontsize=7)
+        ax.set_title(metric)
+        ax.set_ylim(-2, 102)
+    axes[0].set_ylabel("%")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    _figure(path, fig)
+
+
+def compare_rows(tables: list[tuple[str, list[dict[str, str]]]]) -> tuple[list[str], list[list[str]], set[tuple[int, int]]]:
+    """One table from several runs' results.csv: a line per (run, model, threshold policy, setting,
+    mean row) with the mean metrics, and the best cells: per metric among the lines that share a
+    policy, setting and subset (highest, except Gap: closest to 0)."""
+    head = ["run", "model", "policy", "post-processing", "subset", *METRICS]
+    lines: list[list[str]] = []
+    for label, rows in tables:
+        for r in rows:
+            if str(r["subset"]).startswith("mean"):
+                lines.append([label, MODEL_NAMES.get(r["model"], r["model"]), r.get("threshold_policy", "logit0"),
+                              r["postprocess"], r["subset"], *(f"{float(r[k]):.1f}" for k in METRICS)])
+    best: set[tuple[int, int]] = set()
+    comparable: dict[tuple[str, ...], list[int]] = {}
+    for i, line in enumerate(lines):
+        comparable.setdefault(tuple(line[2:5]), []).append(i)
+    for members in comparable.values():
+        for j, metric in enumerate(METRICS, start=5):
+            def key(i: int) -> float:
+                return abs(float(lines[i][j])) if metric == "Gap" else -float(lines[i][j])
+            top = min(key(i) for i in members)
+            best |= {(i, j) for i in members if key(i) == top}
+    return head, lines, best

@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader
 
 from dear_exp.data.augment import build_augment
 from dear_exp.data.datasets import EvalImages, InpaintImages, LabelledImages
-from dear_exp.data.folders import REAL, Sample, inpaint_pairs, labelled_samples, list_images
+from dear_exp.data.benchmarks import BenchmarkIndex
+from dear_exp.data.folders import inpaint_pairs, labelled_samples
 from dear_exp.data.images import Preprocess
 from dear_exp.data.postprocess import Chain
 from dear_exp.data.samplers import SeededSampler, SizeBucketBatchSampler
@@ -158,66 +159,52 @@ class RefitDataModule(L.LightningDataModule):
 
 @dataclass(frozen=True)
 class EvalSource:
-    """One folder of a benchmark under one post-processing setting: one predict dataloader."""
+    """One source of a benchmark under one post-processing setting: one predict dataloader."""
 
-    source: str  # a real set's name or a fake subset's name
+    source: str  # a source of the BenchmarkIndex: a real set or a subset's fakes
     setting: str
     is_real: bool
 
 
 class BenchmarkDataModule(L.LightningDataModule):
-    """Each fake subset is scored against its paired real set; every real set and fake subset is
-    read once per post-processing setting, so a real set shared by many generators costs one pass."""
+    """A `BenchmarkIndex` under every post-processing setting: each source is read once per
+    setting (a real set shared by many generators costs one pass), and each subset's fakes are
+    scored against its paired real set (`subsets`); `groups` name the subsets averaged together."""
 
     def __init__(
         self,
-        name: str,
-        root: str,
-        reals: dict[str, str],
-        subsets: dict[str, dict[str, str]],
+        index: BenchmarkIndex,
         postprocess: dict[str, list[dict[str, Any]]],
         preprocess: Preprocess,
         batch_size: int = 64,
         num_workers: int | str = "auto",
         seed: int = 0,
-        source_hint: str = "",
     ) -> None:
         super().__init__()
-        self.name = name
-        self.root = Path(root)
-        self.reals = dict(reals)
-        self.subsets = {k: dict(v) for k, v in subsets.items()}
+        self.index = index
+        self.name = index.name
+        self.root = Path(index.root)
+        self.subsets = {k: dict(v) for k, v in index.subsets.items()}
+        self.groups = {k: list(v) for k, v in index.groups.items()}
         self.settings = {k: list(v or []) for k, v in postprocess.items()}
         self.preprocess = preprocess
         self.batch_size = batch_size
         self.num_workers = resolve_workers(num_workers)
         self.seed = seed
-        self.hint = source_hint
         self.sources: list[EvalSource] = []
         self.datasets: list[EvalImages] = []
-        for subset, spec in self.subsets.items():
-            if spec.get("real") not in self.reals:
-                raise DearError(
-                    f"benchmark {name}: subset {subset!r} pairs with real set {spec.get('real')!r}, "
-                    f"which is not one of benchmark.reals ({', '.join(self.reals)})"
-                )
         if not self.settings:
             raise DearError("postprocess.settings is empty; give at least `clean: []`")
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        folders = {name: (path, True) for name, path in self.reals.items()}
-        folders.update({name: (spec["fake"], False) for name, spec in self.subsets.items()})
-        samples: dict[str, list[Sample]] = {}
-        for name, (path, is_real) in folders.items():
-            files = list_images(self.root / path, self.hint)
-            samples[name] = [Sample(p, REAL if is_real else 1, p.relative_to(self.root).as_posix()) for p in files]
+        reals = self.index.real_sources
         for setting, specs in self.settings.items():
             chain = Chain(setting, specs, self.seed)
-            for name, (_, is_real) in folders.items():
-                self.sources.append(EvalSource(name, setting, is_real))
-                self.datasets.append(EvalImages(samples[name], chain, self.preprocess))
+            for name, samples in self.index.sources.items():
+                self.sources.append(EvalSource(name, setting, name in reals))
+                self.datasets.append(EvalImages(samples, chain, self.preprocess))
 
     def predict_dataloader(self) -> list[DataLoader]:
         loaders = []

@@ -27,7 +27,7 @@ from dear_exp.tasks.common import (
     make_trainer,
     train_datamodule,
 )
-from dear_exp.tasks.evaluation import benchmark_datamodule, evaluate, report
+from dear_exp.tasks.evaluation import benchmark_datamodule, calibration_thresholds, evaluate, report
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         train_datamodule(cfg, preprocess, cfg.augment, cfg.train_data.batch_size),
         diagnostic_datamodule(cfg, preprocess),
     )
+    refit_data.setup("fit")  # fail on missing data before any work: training data first
     benchmark = benchmark_datamodule(cfg, preprocess)
-    refit_data.setup("fit")  # fail on missing data before any work
     benchmark.setup("predict")
 
     model = DEARModule(detector, lr=cfg.head.lr, betas=tuple(cfg.head.betas), weight_decay=cfg.head.weight_decay,
@@ -88,12 +88,20 @@ def run(cfg: DictConfig) -> dict[str, float]:
         model.load_state_dict(state)
         log.info("Restored the best head (val/bacc %.4f) from %s", float(best.best_model_score), best.best_model_path)
 
-    rows = evaluate(trainer, model, benchmark, ("base", "dear"))
+    models = ("base", "dear")
+    policies = tuple(cfg.task.thresholds)
+    calibrated = None
+    if "calibrated" in policies:
+        assert refit_data.main.val_set is not None
+        calibrated = calibration_thresholds(model, refit_data.main.val_set.samples, preprocess, models,
+                                            cfg.benchmark.batch_size, cfg.seed)
+    rows = evaluate(trainer, model, benchmark, models, policies, calibrated, cfg.task.bootstrap, cfg.seed)
     if not trainer.is_global_zero:
         return {}
     save_artefacts(cfg, out_dir, model, dissection, loggers)
     metrics = report(cfg, "dear", out_dir, rows, loggers)
-    log.info("Wrote results.csv, results.md, rad_scores.csv, rad_hist.png, head.safetensors to %s", out_dir)
+    log.info("Wrote results.csv, results.md, racc_facc.png, severity.png, rad_scores.csv, rad_hist.png, "
+             "head.safetensors to %s", out_dir)
     return metrics
 
 

@@ -11,8 +11,15 @@ from omegaconf import DictConfig
 from dear_exp.detectors import build_detector, preprocess_of
 from dear_exp.errors import DearError
 from dear_exp.model import DEARModule
-from dear_exp.tasks.common import ensure_demo, ensure_detector, instantiate_group, log_config, make_trainer
-from dear_exp.tasks.evaluation import benchmark_datamodule, evaluate, report
+from dear_exp.tasks.common import (
+    ensure_demo,
+    ensure_detector,
+    instantiate_group,
+    log_config,
+    make_trainer,
+    train_datamodule,
+)
+from dear_exp.tasks.evaluation import benchmark_datamodule, calibration_thresholds, evaluate, report
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +62,16 @@ def run(cfg: DictConfig) -> dict[str, float]:
     loggers = instantiate_group(cfg.get("logger"), "logger")
     log_config(loggers, cfg)
     trainer = make_trainer(cfg, [], loggers)
-    rows = evaluate(trainer, model, benchmark, models)
+    policies = tuple(cfg.task.thresholds)
+    calibrated = None
+    if "calibrated" in policies:  # on the validation split of train_data
+        ensure_demo(cfg, [cfg.train_data.root])
+        data = train_datamodule(cfg, preprocess, cfg.augment, cfg.benchmark.batch_size)
+        data.setup("validate")
+        assert data.val_set is not None
+        calibrated = calibration_thresholds(model, data.val_set.samples, preprocess, models,
+                                            cfg.benchmark.batch_size, cfg.seed)
+    rows = evaluate(trainer, model, benchmark, models, policies, calibrated, cfg.task.bootstrap, cfg.seed)
     if not trainer.is_global_zero:
         return {}
     return report(cfg, "evaluate", Path(cfg.paths.output_dir), rows, loggers)

@@ -12,25 +12,22 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
+import torch
+from torch.utils.data import DataLoader
+
+from dear_exp.data.benchmarks import benchmark_datamodule  # noqa: F401
 from dear_exp.data.datamodules import BenchmarkDataModule
+from dear_exp.data.datasets import EvalImages
+from dear_exp.data.folders import Sample
 from dear_exp.data.images import Preprocess
-from dear_exp.metrics import METRICS, evaluate_predictions
+from dear_exp.data.postprocess import Chain
+from dear_exp.data.samplers import SizeBucketBatchSampler
+from dear_exp.errors import DearError
+from dear_exp.metrics import METRICS, best_threshold, evaluate_predictions
 from dear_exp.model import DEARModule
-from dear_exp.report import markdown_table, print_table, write_atomic, write_csv
+from dear_exp.report import markdown_table, plot_racc_facc, plot_severity, print_table, write_atomic, write_csv
 
 log = logging.getLogger(__name__)
-
-
-def benchmark_datamodule(cfg: DictConfig, preprocess: Preprocess) -> BenchmarkDataModule:
-    b = cfg.benchmark
-    return BenchmarkDataModule(
-        name=b.name, root=b.root,
-        reals=OmegaConf.to_container(b.reals),  # type: ignore[arg-type]
-        subsets=OmegaConf.to_container(b.subsets),  # type: ignore[arg-type]
-        postprocess=OmegaConf.to_container(cfg.postprocess.settings),  # type: ignore[arg-type]
-        preprocess=preprocess, batch_size=b.batch_size, num_workers=cfg.num_workers, seed=cfg.seed,
-        source_hint=b.get("source_hint", ""),
-    )
 
 
 def run_identity(cfg: DictConfig, task: str) -> dict[str, Any]:
@@ -43,23 +40,58 @@ def run_identity(cfg: DictConfig, task: str) -> dict[str, Any]:
     }
 
 
-def evaluate(trainer: L.Trainer, model: DEARModule, benchmark: BenchmarkDataModule,
-             models: tuple[str, ...]) -> list[dict[str, Any]]:
+@torch.no_grad()
+def calibration_thresholds(model: DEARModule, samples: list[Sample], preprocess: Preprocess,
+                           models: tuple[str, ...], batch_size: int, seed: int) -> dict[str, float]:
+    """Per model, the threshold that maximises balanced accuracy on validation images, scored the
+    way the test set is (native size, no post-processing): chosen before the test set is seen. A
+    plain loop rather than trainer.predict, so debug limits on prediction cannot truncate it."""
+    dataset = EvalImages(samples, Chain("clean", [], seed), preprocess)
+    loader = DataLoader(dataset, batch_sampler=SizeBucketBatchSampler(dataset.final_sizes(), batch_size))
+    model.eval()
+    outputs = [model.predict_step((x.to(model.device), y, i), 0) for x, y, i in loader]
+    labels = torch.cat([o["label"] for o in outputs])
+    if not (labels == 0).any() or not (labels == 1).any():
+        raise DearError("the calibrated threshold needs real and fake validation images; "
+                        "drop `calibrated` from task.thresholds or give train_data.val both")
+    thresholds = {}
+    for m in models:
+        logits = torch.cat([o[m] for o in outputs])
+        thresholds[m] = best_threshold(logits[labels == 0], logits[labels == 1])
+    log.info("Calibrated thresholds on %d validation images: %s", len(samples),
+             ", ".join(f"{m} {t:.4g}" for m, t in thresholds.items()))
+    return thresholds
+
+
+def evaluate(trainer: L.Trainer, model: DEARModule, benchmark: BenchmarkDataModule, models: tuple[str, ...],
+             policies: tuple[str, ...] = ("logit0",), calibrated: dict[str, float] | None = None,
+             bootstrap: int = 0, seed: int = 0) -> list[dict[str, Any]]:
     log.info("Evaluating %s on %s under %s", "/".join(models), benchmark.name, ", ".join(benchmark.settings))
     outputs = trainer.predict(model, datamodule=benchmark)
     if len(benchmark.sources) == 1:
         outputs = [outputs]  # Lightning unwraps a single dataloader's list
-    return evaluate_predictions(benchmark.sources, outputs, benchmark.subsets, models)  # type: ignore[arg-type]
+    return evaluate_predictions(benchmark.sources, outputs, benchmark.subsets, models,  # type: ignore[arg-type]
+                                groups=getattr(benchmark, "groups", None), policies=policies,
+                                calibrated=calibrated, bootstrap=bootstrap, seed=seed)
 
 
 def report(cfg: DictConfig, task: str, out_dir: Path, rows: list[dict[str, Any]], loggers: list[Any]) -> dict[str, float]:
-    """results.csv, results.md, the console table, and the same rows to every logger."""
+    """results.csv, results.md, the console table, the plots, and the same to every logger."""
     write_csv(out_dir / "results.csv", rows, run_identity(cfg, task))
     write_atomic(out_dir / "results.md", markdown_table(rows))
     print_table(rows)
+    title = f"{cfg.detector.name} on {cfg.benchmark.name}"
+    plots = {"racc_facc": out_dir / "racc_facc.png", "severity": out_dir / "severity.png"}
+    plot_racc_facc(plots["racc_facc"], rows, title)
+    plot_severity(plots["severity"], rows, title)
     for lg in loggers:
         if hasattr(lg, "log_table"):
-            columns = list(rows[0])
-            lg.log_table(key="results", columns=columns, data=[[r[c] for c in columns] for r in rows])
-        lg.log_metrics({f"test/{r['model']}/{r['postprocess']}/{r['subset']}/{k}": r[k] for r in rows for k in METRICS})
-    return {f"{r['model']}/{r['postprocess']}/{k}": r[k] for r in rows if r["subset"] == "mean" for k in METRICS}
+            columns = list(dict.fromkeys(c for r in rows for c in r))
+            lg.log_table(key="results", columns=columns, data=[[r.get(c) for c in columns] for r in rows])
+        if hasattr(lg, "log_image"):
+            for key, path in plots.items():
+                lg.log_image(key=key, images=[str(path)])
+        lg.log_metrics({f"test/{r['model']}/{r.get('threshold_policy', 'logit0')}/{r['postprocess']}/{r['subset']}/{k}": r[k]
+                        for r in rows for k in METRICS})
+    return {f"{r['model']}/{r['postprocess']}/{k}": r[k] for r in rows
+            if str(r["subset"]).startswith("mean") and r.get("threshold_policy", "logit0") == "logit0" for k in METRICS}

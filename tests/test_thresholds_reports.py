@@ -1,0 +1,116 @@
+"""Threshold policies on a constructed case, bootstrap intervals, group means, plots, compare."""
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from dear_exp.data.datamodules import EvalSource
+from dear_exp.metrics import best_threshold, bootstrap_intervals, detection_metrics, evaluate_predictions
+from dear_exp.report import compare_rows, markdown_table, plot_racc_facc, plot_severity, write_csv
+from tests.helpers import run_cli
+
+REAL = torch.tensor([-1.0, 0.5, 1.0])
+FAKE = torch.tensor([2.0, 3.0, 0.8])
+
+
+def test_threshold_policies_on_a_constructed_case():
+    at0 = detection_metrics(REAL, FAKE)
+    assert at0["R.Acc"] == pytest.approx(100 / 3) and at0["F.Acc"] == 100.0
+    assert at0["Gap"] == pytest.approx(100 / 3 - 100)
+    # 0.65 (between 0.5 and 0.8) and 1.5 (between 1 and 2) both reach balanced accuracy 5/6;
+    # the tie goes to the one closer to 0
+    assert best_threshold(REAL, FAKE) == pytest.approx(0.65)
+    oracle = detection_metrics(REAL, FAKE, 0.65)
+    assert oracle["R.Acc"] == pytest.approx(200 / 3) and oracle["F.Acc"] == 100.0
+    assert oracle["AUC"] == at0["AUC"]  # thresholds never change the ranking metrics
+
+
+def _rows(**kw):
+    sources = [EvalSource("r", "clean", True), EvalSource("a", "clean", False), EvalSource("b", "clean", False),
+               EvalSource("w", "clean", False)]
+    batch = lambda t: [{"base": torch.tensor(t), "dear": torch.tensor(t) + 1}]  # noqa: E731
+    outputs = [batch(REAL.tolist()), batch(FAKE.tolist()), batch([-2.0, 4.0]), batch([0.9, 1.2])]
+    subsets = {"a": {"real": "r"}, "b": {"real": "r"}, "w": {"real": "r"}}
+    return evaluate_predictions(sources, outputs, subsets, **kw)
+
+
+def test_rows_per_policy_and_group_means_apart():
+    rows = _rows(groups={"generators": ["a", "b"], "wild": ["w"]}, policies=("logit0", "calibrated", "oracle"),
+                 calibrated={"base": 0.65, "dear": 1.65})
+    by = {(r["model"], r["threshold_policy"], r["subset"]): r for r in rows}
+    assert by[("base", "calibrated", "a")]["threshold"] == 0.65
+    assert by[("dear", "calibrated", "a")]["R.Acc"] == pytest.approx(200 / 3)  # dear logits are base + 1
+    assert by[("base", "oracle", "a")]["threshold"] == pytest.approx(0.65)
+    gens = by[("base", "logit0", "mean:generators")]
+    assert gens["F.Acc"] == pytest.approx((100.0 + 50.0) / 2) and gens["n_fake"] == 5
+    assert by[("base", "logit0", "mean:wild")]["F.Acc"] == 100.0
+    with pytest.raises(ValueError, match="calibrated policy needs"):
+        _rows(policies=("calibrated",))
+
+
+def test_bootstrap_intervals_bracket_the_estimate_and_are_seeded():
+    gen = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(200, generator=gen) - 0.5, torch.randn(200, generator=gen) + 0.5
+    point = detection_metrics(real, fake)
+    ci = bootstrap_intervals(real, fake, 0.0, 200, seed=1)
+    for k in ("AUC", "R.Acc", "F.Acc"):
+        assert ci[f"{k}_lo"] < point[k] < ci[f"{k}_hi"]
+        assert ci[f"{k}_hi"] - ci[f"{k}_lo"] < 20
+    assert ci == bootstrap_intervals(real, fake, 0.0, 200, seed=1)
+    rows = _rows(bootstrap=20)
+    assert "AUC_lo" in rows[0] and "AUC_lo" not in rows[-1]  # mean rows carry no interval
+
+
+def test_report_and_plots_render_from_a_fixed_results_csv(tmp_path: Path):
+    rows = _rows(policies=("logit0", "oracle"))
+    write_csv(tmp_path / "results.csv", rows, {"task": "dear", "detector": "npr"})
+    back = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert len(back) == len(rows) and back[0]["detector"] == "npr"
+    parsed = [{**r, **{k: float(r[k]) for k in ("AUC", "AP", "R.Acc", "F.Acc", "Acc", "Gap")}} for r in back]
+    plot_racc_facc(tmp_path / "racc.png", parsed, "t")
+    plot_severity(tmp_path / "sev.png", parsed, "t")
+    for name in ("racc.png", "sev.png"):
+        with Image.open(tmp_path / name) as img:
+            assert img.format == "PNG" and img.size[0] > 400
+    md = markdown_table(rows)
+    assert "### clean, threshold logit0" in md and "oracle: chosen on the test subset itself" in md
+
+
+def test_compare_marks_the_best_per_comparable_group():
+    a = [{"model": "dear", "threshold_policy": "logit0", "postprocess": "clean", "subset": "mean",
+          "AUC": "90", "AP": "90", "R.Acc": "80", "F.Acc": "70", "Acc": "75", "Gap": "10"}]
+    b = [{**a[0], "AUC": "95", "Gap": "-5"}, {**a[0], "postprocess": "jpeg", "AUC": "50"}]
+    head, lines, best = compare_rows([("run a", a), ("run b", b)])
+    auc, gap = head.index("AUC"), head.index("Gap")
+    assert (1, auc) in best and (0, auc) not in best and (1, gap) in best
+    assert (2, auc) in best  # alone in its (policy, setting, subset) group
+
+
+@pytest.mark.xdist_group("cli")
+def test_compare_and_predict_through_the_cli(tiny_demo: Path, tmp_path: Path):
+    root = tmp_path / "root"
+    shutil.copytree(tiny_demo, root)
+    for i, alpha in enumerate(("0.1", "0.2")):
+        run_dir = root / "runs" / str(i)
+        rows = _rows()
+        for r in rows:
+            r["AUC"] += i
+        write_csv(run_dir / "results.csv", rows, {"task": "dear", "detector": "npr", "benchmark": "demo",
+                                                   "prune_mode": "bilateral", "alpha_low": alpha, "alpha_high": "0.8"})
+    proc = run_cli("task=compare", "task.runs=[runs/*]", "logger=none", "hydra.run.dir=out_compare", cwd=root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    md = (root / "out_compare" / "compare.md").read_text()
+    assert "dear npr demo bilateral 0.2/0.8" in md and "**" in md
+    images = root / ".cache/demo/tiny-seed0/test/fake/gen_a"
+    proc = run_cli("+debug=default", "task=predict", f"task.input={images}", "hydra.run.dir=out_predict", cwd=root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    preds = list(csv.DictReader(open(root / "out_predict" / "predictions.csv")))
+    assert [p["path"] for p in preds] == sorted(p.name for p in images.iterdir())
+    assert all(p["verdict"] == ("fake" if float(p["logit"]) > 0 else "real") for p in preds)
+    assert "scored 8 image(s)" in proc.stdout
+    proc = run_cli("+debug=default", "task=predict", f"task.input={root}/nope.png", cwd=root)
+    assert proc.returncode == 2 and "data folder not found" in proc.stderr.splitlines()[-1]
