@@ -136,7 +136,7 @@ def test_hub_download_lands_atomically_and_is_checked(compose_cfg, tmp_path: Pat
     torch.save({"model": {f"module.{k}": v for k, v in source.state_dict().items()}}, served)
     calls = []
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(ck, "_hub_reachable", lambda timeout=3.0: None)
+    monkeypatch.setattr(ck, "hub_unreachable", lambda timeout=3.0: None)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda **kw: calls.append(kw) or str(served))
     cfg = compose_cfg("+experiment=npr_flux", "+detector.hub={repo_id: someone/npr, filename: NPR.pth}",
                       f"detector.sha256={sha256_of(served)}")

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from dear_exp.__main__ import run_task
-from dear_exp.data.folders import inpaint_pairs
+from dear_exp.data.folders import InpaintPair, inpaint_pairs
 from dear_exp.data.seeding import item_seed
 from dear_exp.errors import DearError, one_line
 from dear_exp.inpaint.composite import composite, prepare
@@ -113,7 +113,8 @@ def test_every_inpaint_option_composes_under_make_inpaint(compose_cfg):
     for option, (resolution, model, gpu_dtype) in expected.items():
         cfg = compose_cfg("task=make_inpaint", f"inpaint={option}")
         s = InpaintSettings.from_cfg(cfg.inpaint)
-        assert (s.resolution, s.model, s.dtype_for("cuda"), s.dtype_for("cpu")) == (resolution, model, gpu_dtype, "float32")
+        got = (s.resolution, s.model, s.dtype_for("cuda"), s.dtype_for("cpu"))
+        assert got == (resolution, model, gpu_dtype, "float32")
         assert s.blur_factor == 33 and s.composite == "reference" and not s.save_alpha
     cfg = compose_cfg("task=make_inpaint")
     assert cfg.inpaint.name == "sd15" and cfg.inpaint.guidance_scale == 1.0
@@ -157,7 +158,9 @@ def test_input_errors_are_one_line(compose_cfg, tmp_path, tiny_pipeline):
     assert "lies inside inpaint.real_dir" in error(inside)
     spawn = _compose(compose_cfg, real, tmp_path / "set", tiny_pipeline, "+trainer.strategy=ddp_spawn")
     assert "trainer.strategy=ddp_spawn is not supported" in error(spawn)
-    assert not (tmp_path / "set").exists()
+    (real / "b" / "same.jpg").unlink()
+    assert "no such folder" in error(_compose(compose_cfg, real, tmp_path / "set", tmp_path / "no_model"))
+    assert not (tmp_path / "set").exists()  # nothing written before the inputs and the model are known good
 
 
 def test_model_errors_are_one_line_and_fast(tmp_path, monkeypatch):
@@ -240,6 +243,7 @@ def test_generate_resume_and_rerun_byte_identical(compose_cfg, tmp_path, tiny_pi
         expected = rect_mask(w, h, sample_rect(item_seed(0, stem), w, h))  # seeded per image from its stem
         assert np.array_equal(mask, np.asarray(expected)) and 0.02 <= (mask == 255).mean() <= 0.2
     assert not list(out.rglob("*_alpha.png")) and not list(out.rglob(".*"))
+    assert json.loads((out / IMAGE_DIR / "make_inpaint.json").read_text())["seed"] == 0  # the set's settings
     assert len(inpaint_pairs(out, IMAGE_DIR, MASK_DIR, "")) == 4  # what the diagnostic DataModule reads
     first = _files(out)
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
@@ -257,6 +261,10 @@ def test_generate_resume_and_rerun_byte_identical(compose_cfg, tmp_path, tiny_pi
     metrics = run_task(_compose(compose_cfg, real, out, tiny_pipeline))
     assert (metrics["written"], metrics["skipped"]) == (1, 3)
     assert _files(out) == first
+
+    # other settings into the same folder would mix two sets: refused
+    with pytest.raises(DearError, match=r"holds a set made with other settings \(seed: 0 -> 1\)"):
+        run_task(_compose(compose_cfg, real, out, tiny_pipeline, "inpaint.seed=1"))
 
     # from scratch: byte-identical
     for p in out.rglob("*.png"):
@@ -305,6 +313,47 @@ def test_cached_hub_id_loads_offline(compose_cfg, tmp_path, tiny_pipeline, monke
     assert _summary(cfg)["model"] == "dear-exp-tests/tiny-inpaint"
 
 
+@pytest.mark.skipif("alpha" not in InpaintPair.__dataclass_fields__,
+                    reason="needs {stem}_alpha.png reading in data/ and soft RAD weights (proposed with issue 5)")
+def test_diagnostic_data_weights_rad_by_the_saved_alpha(compose_cfg, tmp_path, tiny_pipeline):
+    import torch
+
+    from dear_exp.data.datamodules import DiagnosticDataModule
+    from dear_exp.data.images import Preprocess
+    from dear_exp.rad import dissect, rad_per_image
+
+    real, out = tmp_path / "real", tmp_path / "set"
+    make_real_dir(real, SIZES)
+    cfg = compose_cfg("task=make_inpaint", f"inpaint.real_dir={real}", f"inpaint.out_dir={out}",
+                      f"inpaint.model={tiny_pipeline}", *FAST, "inpaint.save_alpha=true", "inpaint.blur_factor=4")
+    run_task(cfg)
+    pairs = inpaint_pairs(out, IMAGE_DIR, MASK_DIR, "")
+    assert len(pairs) == 4 and all(p.alpha is not None and p.alpha.name.endswith("_alpha.png") for p in pairs)
+    pre = Preprocess(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    kw = dict(root=str(out), image_dir=IMAGE_DIR, mask_dir=MASK_DIR, augment={"name": "none", "crop": 1},
+              preprocess=pre, batch_size=1, num_workers=0)
+    soft = DiagnosticDataModule(**kw, rad_weight="alpha")
+    soft.setup("fit")
+    _, weight, target = soft.dataset[0]
+    alpha = np.asarray(Image.open(pairs[0].alpha)) / 255.0
+    assert target == 1 and np.allclose(weight.numpy(), alpha, atol=1e-6) and 0 < weight.max() < 1 + 1e-6
+
+    class Identity(torch.nn.Module):  # channel k = colour k: RAD is the mean colour inside minus outside
+        def forward_features(self, x):
+            return x
+
+    scores, stats = dissect(Identity(), soft.dissect_dataloader(), 10, torch.device("cpu"), soft=True)
+    assert stats["images"] == 4 and scores.shape == (3,)
+    x, w, _ = soft.dataset[0]
+    assert torch.allclose(rad_per_image(x[None], w[None], soft=True),
+                          rad_per_image(x[None], torch.from_numpy(alpha).float()[None], soft=True))
+    assert not torch.allclose(rad_per_image(x[None], w[None], soft=True), rad_per_image(x[None], w[None]))
+    next(out.rglob("*_alpha.png")).unlink()
+    missing = DiagnosticDataModule(**kw, rad_weight="alpha")
+    with pytest.raises(DearError, match="no {stem}_alpha.png"):
+        missing.setup("fit")
+
+
 @pytest.mark.slow
 def test_cli_ddp_two_processes_write_each_file_exactly_once(compose_cfg, tmp_path, tiny_pipeline, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a local pipeline folder needs no network
@@ -321,7 +370,7 @@ def test_cli_ddp_two_processes_write_each_file_exactly_once(compose_cfg, tmp_pat
     shards = [set(r["written"]) for r in ranks]
     assert shards[0] and shards[1] and not shards[0] & shards[1] and shards[0] | shards[1] == set(stems)
     ddp = _files(tmp_path / "ddp")
-    assert len(ddp) == 10 and not any(name.split("/")[-1].startswith(".") for name in ddp)
+    assert len(ddp) == 11 and not any(name.split("/")[-1].startswith(".") for name in ddp)
     # the same set as one process writes
     run_task(_compose(compose_cfg, real, tmp_path / "single", tiny_pipeline))
     assert _files(tmp_path / "single") == ddp

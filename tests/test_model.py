@@ -89,3 +89,13 @@ def test_released_gate_becomes_the_mask_and_reproduces_the_release(tmp_path):
     assert torch.allclose(out["dear"], out["base"], atol=1e-5)
     with pytest.raises(DearError, match="prune.mode=released needs a detector whose checkpoint ships a channel mask"):
         DissectCallback(None, "released", 0.2, 0.8, 0).on_fit_start(trainer, DEARModule(NPR()))  # type: ignore[arg-type]
+
+
+def test_dissection_without_augmentation_reads_native_sizes(compose_cfg, tiny_demo):
+    """diag_data.dissect_augment=false: whole images, one per batch, masks at the image's size."""
+    cfg = compose_cfg("+debug=default", "diag_data.dissect_augment=false", root=tiny_demo)
+    diag = diagnostic_datamodule(cfg, preprocess_of(cfg.detector))
+    diag.setup("fit")
+    x, mask, target = next(iter(diag.dissect_dataloader()))
+    assert x.shape[0] == 1 and tuple(x.shape[-2:]) == tuple(mask.shape[-2:]) == (96, 96)
+    assert target.item() == 1.0 and 0.02 <= float((mask > 0.5).float().mean()) <= 0.2

@@ -59,7 +59,7 @@ class DissectCallback(Callback):
             self.diagnostic.setup("fit")
             self.scores, self.stats = dissect(
                 pl_module.detector, self.diagnostic.dissect_dataloader(),
-                self.diagnostic.dissect_max_batches, pl_module.device,
+                self.diagnostic.dissect_max_batches, pl_module.device, soft=self.diagnostic.rad_weight == "alpha",
             )
             self.mask = build_mask(self.scores, self.mode, self.alpha_low, self.alpha_high, self.seed)
             log.info(

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 EPS = 1e-6
 
 
-def mask_weights(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def mask_weights(masks: torch.Tensor, size: tuple[int, int], soft: bool = False) -> torch.Tensor:
     """Binarise full-resolution masks (>0.5) and resize them bilinearly to the feature map.
 
     masks: [N, H, W] or [N, 1, H, W] in [0, 1]. Returns soft weights [N, 1, h, w] (reference:
@@ -16,17 +16,17 @@ def mask_weights(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """
     if masks.dim() == 3:
         masks = masks.unsqueeze(1)
-    binary = (masks > 0.5).float()
-    return F.interpolate(binary, size=size, mode="bilinear", align_corners=False)
+    weights = masks.float() if soft else (masks > 0.5).float()  # soft: the blurred alpha as it is
+    return F.interpolate(weights, size=size, mode="bilinear", align_corners=False)
 
 
-def rad_per_image(features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+def rad_per_image(features: torch.Tensor, masks: torch.Tensor, soft: bool = False) -> torch.Tensor:
     """RAD_k = mean(F_k inside) - mean(F_k in the background), per image: [N, C].
 
     Inside mean = sum(F*m)/(sum(m)+eps), background mean = sum(F*(1-m))/(sum(1-m)+eps), with m
     the bilinearly resized binary mask used as a soft weight.
     """
-    m = mask_weights(masks, features.shape[-2:]).to(features.dtype)
+    m = mask_weights(masks, features.shape[-2:], soft).to(features.dtype)
     inside = (features * m).sum((2, 3)) / (m.sum((2, 3)) + EPS)
     background = (features * (1 - m)).sum((2, 3)) / ((1 - m).sum((2, 3)) + EPS)
     return inside - background
@@ -40,17 +40,18 @@ def has_foreground(masks: torch.Tensor) -> torch.Tensor:
 class RADAccumulator:
     """Averages per-image RAD vectors over a diagnostic set, in float64."""
 
-    def __init__(self) -> None:
+    def __init__(self, soft: bool = False) -> None:
+        self.soft = soft
         self.total: torch.Tensor | None = None
         self.count = 0
         self.skipped = 0
 
-    def update(self, features: torch.Tensor, masks: torch.Tensor) -> None:
-        valid = has_foreground(masks)
+    def update(self, features: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor | None = None) -> None:
+        valid = has_foreground(masks) if valid is None else valid.bool().to(masks.device)
         self.skipped += int((~valid).sum())
         if not valid.any():
             return
-        rad = rad_per_image(features[valid].float(), masks[valid].to(features.device)).double().sum(0)
+        rad = rad_per_image(features[valid].float(), masks[valid].to(features.device), self.soft).double().sum(0)
         self.total = rad.cpu() if self.total is None else self.total + rad.cpu()
         self.count += int(valid.sum())
 
@@ -66,14 +67,16 @@ def dissect(
     loader: "torch.utils.data.DataLoader",
     max_batches: int,
     device: torch.device,
+    soft: bool = False,
 ) -> tuple[torch.Tensor, dict[str, int]]:
     """Mean RAD per channel over up to `max_batches` diagnostic batches, detector in eval mode."""
     was_training = detector.training
     detector.eval()
-    acc = RADAccumulator()
+    acc = RADAccumulator(soft)
     batches = 0
-    for batches, (x, masks, _) in enumerate(loader, start=1):
-        acc.update(detector.forward_features(x.to(device)), masks.to(device))
+    for batches, (x, masks, target) in enumerate(loader, start=1):
+        # soft: the alpha's halo is no evidence that the generated region survived; the sharp mask's target is
+        acc.update(detector.forward_features(x.to(device)), masks.to(device), (target > 0.5) if soft else None)
         if batches >= max_batches:
             break
     detector.train(was_training)

@@ -13,13 +13,13 @@ def build_augment(cfg: dict[str, Any]) -> A.Compose:
     """`reference`: the DEAR training recipe (method.md step 4); `crop_flip`: random crop + flip
     (how NPR was trained); `center_crop`: validation; `none`: identity. Geometric ops move the mask with the image."""
     name = cfg["name"]
+    if name == "none":
+        return A.Compose([])
     crop = int(cfg["crop"])
     pad_crop = [
         A.PadIfNeeded(min_height=crop, min_width=crop, border_mode=cv2.BORDER_REFLECT),
         A.RandomCrop(crop, crop),
     ]
-    if name == "none":
-        return A.Compose([])
     if name == "center_crop":
         return A.Compose([pad_crop[0], A.CenterCrop(crop, crop)])
     if name == "crop_flip":

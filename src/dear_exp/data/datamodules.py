@@ -99,6 +99,7 @@ class DiagnosticDataModule(L.LightningDataModule):
         dissect_max_batches: int = 100,
         dissect_augment: bool = True,
         source_hint: str = "",
+        rad_weight: str = "mask",
     ) -> None:
         super().__init__()
         self.root = Path(root)
@@ -112,12 +113,13 @@ class DiagnosticDataModule(L.LightningDataModule):
         self.dissect_max_batches = dissect_max_batches
         self.dissect_augment = dissect_augment
         self.hint = source_hint
+        self.rad_weight = rad_weight
         self.dataset: InpaintImages | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is None:
             pairs = inpaint_pairs(self.root, self.image_dir, self.mask_dir, self.hint)
-            self.dataset = InpaintImages(pairs, build_augment(self.augment_cfg), self.preprocess, self.seed)
+            self.dataset = InpaintImages(pairs, build_augment(self.augment_cfg), self.preprocess, self.seed, self.rad_weight)
 
     def train_dataloader(self, num_samples: int | None = None) -> DataLoader:
         assert self.dataset is not None
@@ -129,7 +131,8 @@ class DiagnosticDataModule(L.LightningDataModule):
         assert self.dataset is not None
         dataset = self.dataset
         if not self.dissect_augment:
-            dataset = InpaintImages(dataset.pairs, build_augment({"name": "none", "crop": 0}), self.preprocess, self.seed)
+            dataset = InpaintImages(dataset.pairs, build_augment({"name": "none", "crop": 0}), self.preprocess, self.seed,
+                                    self.rad_weight)
         sampler = SeededSampler(len(dataset), self.seed + 2, shuffle=True)
         batch = self.batch_size if self.dissect_augment else 1  # native sizes differ without a crop
         return _loader(dataset, self.num_workers, sampler=sampler, batch_size=batch)

@@ -52,6 +52,7 @@ class InpaintPair:
     image: Path
     mask: Path
     key: str
+    alpha: Path | None = None  # {stem}_alpha.png beside the mask: the compositing weight (make_inpaint save_alpha)
 
 
 def inpaint_pairs(root: Path, image_dir: str, mask_dir: str, hint: str) -> list[InpaintPair]:
@@ -59,7 +60,9 @@ def inpaint_pairs(root: Path, image_dir: str, mask_dir: str, hint: str) -> list[
     images = [p for p in list_images(root / image_dir, hint) if p.stem.endswith("_inpaint")]
     if not images:
         raise DearError(f"no *_inpaint images in {root / image_dir}; {hint}")
-    masks = {p.stem: p for p in list_images(root / mask_dir, hint) if p.stem.endswith("_mask")}
+    beside = list_images(root / mask_dir, hint)
+    masks = {p.stem: p for p in beside if p.stem.endswith("_mask")}
+    alphas = {p.stem: p for p in beside if p.stem.endswith("_alpha")}
     pairs, missing = [], []
     for img in images:
         stem = img.stem[: -len("_inpaint")]
@@ -67,7 +70,7 @@ def inpaint_pairs(root: Path, image_dir: str, mask_dir: str, hint: str) -> list[
         if mask is None:
             missing.append(img)
         else:
-            pairs.append(InpaintPair(img, mask, img.relative_to(root).as_posix()))
+            pairs.append(InpaintPair(img, mask, img.relative_to(root).as_posix(), alphas.get(f"{stem}_alpha")))
     if missing:
         raise DearError(
             f"{len(missing)} inpaint image(s) without a mask, e.g. {missing[0]}: every "

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from dear_exp.errors import DearError
+from dear_exp.hub import hub_offline, hub_unreachable
 
 WRAPPERS = ("model", "state_dict", "net")
 
@@ -95,27 +96,13 @@ def save_atomic(obj: dict[str, object], path: Path) -> None:
         raise
 
 
-def _hub_reachable(timeout: float = 3.0) -> str | None:
-    """None when the Hub answers a TCP connect, else why not (avoids the client's ~25 s retries)."""
-    import socket
-
-    from huggingface_hub import constants
-
-    host = constants.ENDPOINT.split("://", 1)[-1].split("/", 1)[0]
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return None
-    except OSError as exc:
-        return f"{host} unreachable: {exc}"
-
-
 def fetch_from_hub(target: Path, repo_id: str, filename: str, revision: str | None = None) -> Path:
     """Download `repo_id/filename` to `target` (atomically), when the network allows it."""
     where = f"{repo_id}/{filename}" + (f"@{revision}" if revision else "")
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+    if hub_offline():
         raise DearError(f"checkpoint not found: {target}; HF_HUB_OFFLINE is set, so download {where} "
                         f"from the Hugging Face Hub elsewhere and place it at {target}")
-    reason = _hub_reachable()
+    reason = hub_unreachable()
     if reason:
         raise DearError(f"checkpoint not found: {target}; cannot fetch {where} ({reason}): download it "
                         f"elsewhere and place it at {target}")

@@ -109,10 +109,14 @@ class InpaintWriter(L.LightningModule):
         generated = generate(self.pipe, [p.work_image for p in ready], [p.pipe_mask for p in ready],
                              [p.seed for p in ready], s)
         for p, out in zip(ready, generated):
+            if not out.getbbox():  # all black: NaNs in half precision, or a safety checker that slipped in
+                self._record(p.stem, "failed", "the pipeline returned an all-black image (NaNs in half precision? "
+                             "try inpaint.dtype.cuda=float32 or bfloat16)")
+                continue
             inpaint, alpha = composite(p, out, s.composite)
             write_outputs(self.layout, p.stem, inpaint, p.mask, alpha)
             self._record(p.stem, "written")
-        return [p.stem for p in ready]
+        return [r.stem for r in self.records if r.status == "written"]
 
     def on_predict_epoch_end(self) -> None:
         """Every rank's records and timings on every rank, for the closing summary."""

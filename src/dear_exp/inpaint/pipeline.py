@@ -10,7 +10,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import torch
 from PIL import Image
 
 from dear_exp.errors import DearError
+from dear_exp.hub import hub_offline, hub_unreachable
 from dear_exp.inpaint.settings import InpaintSettings
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 FLUX_FILL = "FluxFillPipeline"
 EXAMPLES = ("stable-diffusion-v1-5/stable-diffusion-inpainting, diffusers/stable-diffusion-xl-1.0-inpainting-0.1 "
             "or black-forest-labs/FLUX.1-Fill-dev")
-_TRUE = ("1", "true", "yes", "on")
 
 
 @dataclass(frozen=True)
@@ -37,10 +36,6 @@ class ModelSource:
     class_name: str
     local: bool
     local_files_only: bool
-
-
-def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() in _TRUE
 
 
 def _looks_like_path(model: str) -> bool:
@@ -86,15 +81,18 @@ def resolve_model(s: InpaintSettings) -> ModelSource:
         class_name = _class_of(Path(cached), model)
         _check_inpainting(class_name, model)
         # cached but the Hub does not answer: load from the cache instead of retrying for ~25 s
-        local_only = offline or _hub_unreachable() is not None
+        local_only = offline or hub_unreachable() is not None
         return ModelSource(model, class_name, local=False, local_files_only=local_only)
-    where = f"download it where there is network (`hf download {model}`) or set inpaint.model=/path/to/a/local/pipeline/folder"
+    where = (f"download it where there is network (`hf download {model}`) or set "
+             "inpaint.model=/path/to/a/local/pipeline/folder")
     if offline:
         why = "HF_HUB_OFFLINE is set" if hub_offline() else "inpaint.local_files_only=true"
-        raise DearError(f"inpaint.model={model} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and {why}; {where}")
-    reason = _hub_unreachable()
+        raise DearError(f"inpaint.model={model} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
+                        f"and {why}; {where}")
+    reason = hub_unreachable()
     if reason:
-        raise DearError(f"inpaint.model={model} is not in the Hugging Face cache and the Hub cannot be reached ({reason}); {where}")
+        raise DearError(f"inpaint.model={model} is not in the Hugging Face cache and the Hub cannot be reached "
+                        f"({reason}); {where}")
     from huggingface_hub import hf_hub_download
 
     try:
@@ -102,16 +100,11 @@ def resolve_model(s: InpaintSettings) -> ModelSource:
     except Exception as exc:  # gated (FLUX.1-Fill-dev needs HF_TOKEN and the licence accepted), missing, ...
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise DearError(f"inpaint.model={model}: cannot fetch model_index.json from the Hugging Face Hub "
-                        f"({type(exc).__name__}: {first}); check the id, accept its licence and set HF_TOKEN if it is gated") from None
+                        f"({type(exc).__name__}: {first}); check the id, and for a gated model accept its "
+                        "licence and set HF_TOKEN") from None
     class_name = _class_of(index, model)
     _check_inpainting(class_name, model)
     return ModelSource(model, class_name, local=False, local_files_only=False)
-
-
-def _hub_unreachable() -> str | None:
-    from dear_exp.detectors.checkpoint import _hub_reachable
-
-    return _hub_reachable()
 
 
 def quiet_diffusers() -> None:

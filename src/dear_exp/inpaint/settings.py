@@ -76,6 +76,12 @@ class InpaintSettings:
         values["call_kwargs"] = dict(values.get("call_kwargs") or {})
         return cls(**values)
 
+    def identity(self) -> dict[str, Any]:
+        """What decides an image's pixels (not batch_size, devices or where files go)."""
+        keys = ("model", "revision", "variant", "dtype", "resolution", "steps", "guidance_scale", "strength", "prompt",
+                "call_kwargs", "area", "aspect", "seed", "blur_factor", "pipeline_mask", "composite", "save_alpha")
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in ((k, getattr(self, k)) for k in keys)}
+
     def dtype_for(self, device_type: str) -> str:
         """The dtype for a device type (`cuda`, `cpu`, `mps`); float32 where none is given."""
         return self.dtype.get(device_type, "float32")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -80,6 +82,35 @@ class Layout:
         return removed
 
 
+MANIFEST = "make_inpaint.json"
+
+
+def check_manifest(layout: Layout, identity: dict[str, Any]) -> None:
+    """A folder holds one set: resuming with other settings (model, resolution, seed, ...) would mix
+    two sets silently (or report old images as done), so it is refused."""
+    path = layout.image_root / MANIFEST
+    if path.is_file():
+        try:
+            before = json.loads(path.read_text())
+        except ValueError:
+            before = {}
+        changed = [f"{k}: {before.get(k)!r} -> {v!r}" for k, v in identity.items() if before.get(k) != v]
+        if changed:
+            raise DearError(f"{layout.image_root} holds a set made with other settings ({'; '.join(changed[:4])}); "
+                            f"set another inpaint.out_dir, or delete the folder to start again")
+
+
+def write_manifest(layout: Layout, identity: dict[str, Any]) -> None:
+    """The settings that made the set, beside its images (not an image: readers ignore it)."""
+    path = layout.image_root / MANIFEST
+    if path.is_file():
+        return
+    layout.image_root.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
 def list_jobs(real_dir: Path, max_images: int | None = None) -> list[Job]:
     """Every image below real_dir, sorted by relative path; stems must be unique."""
     hint = "set inpaint.real_dir to a folder of real images"
@@ -126,7 +157,8 @@ def save_png_atomic(image: Image.Image, path: Path) -> None:
         raise
 
 
-def write_outputs(layout: Layout, stem: str, inpaint: Image.Image, mask: Image.Image, alpha: Image.Image | None) -> None:
+def write_outputs(layout: Layout, stem: str, inpaint: Image.Image, mask: Image.Image,
+                  alpha: Image.Image | None) -> None:
     """Mask (and alpha) first, the inpaint image last, each atomically."""
     save_png_atomic(mask, layout.mask_path(stem))
     if layout.save_alpha:

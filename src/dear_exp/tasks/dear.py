@@ -49,7 +49,7 @@ def diagnostic_datamodule(cfg: DictConfig, preprocess: Preprocess) -> Diagnostic
         augment=OmegaConf.to_container(cfg.augment),  # type: ignore[arg-type]
         preprocess=preprocess, batch_size=dd.batch_size, num_workers=cfg.num_workers, seed=cfg.seed,
         dissect_max_batches=dd.dissect_max_batches, dissect_augment=dd.dissect_augment,
-        source_hint=dd.get("source_hint", ""),
+        source_hint=dd.get("source_hint", ""), rad_weight=dd.get("rad_weight", "mask"),
     )
 
 

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dear_exp.errors import DearError
 from dear_exp.inpaint.settings import InpaintSettings
-from dear_exp.inpaint.writer import Layout, check_not_inside, list_jobs
+from dear_exp.inpaint.writer import Layout, check_manifest, check_not_inside, list_jobs, write_manifest
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE = "make_inpaint_summary.json"
@@ -61,7 +61,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     if "inpaint" not in cfg:
-        raise DearError("no inpaint config; run with task=make_inpaint (it brings inpaint=sd15) or add inpaint=<option>")
+        raise DearError("no inpaint config; run with task=make_inpaint (it brings inpaint=sd15)")
     ic = cfg.inpaint
     settings = InpaintSettings.from_cfg(ic)
     real_dir = Path(ic.real_dir)
@@ -74,6 +74,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise DearError(f"trainer.strategy={strategy} is not supported by task=make_inpaint (the spawned ranks' "
                         "results do not come back); use trainer=ddp")
     jobs = list_jobs(real_dir, ic.get("max_images"))
+    check_manifest(layout, settings.identity())
     pending = [j for j in jobs if not layout.is_done(j.stem)]
     done_before = len(jobs) - len(pending)
     log.info("%d real image(s) in %s: %d already done, %d to inpaint", len(jobs), real_dir, done_before, len(pending))
@@ -86,7 +87,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if pending:
         from dear_exp.inpaint.pipeline import resolve_model
 
-        source = resolve_model(settings)  # one line, before any process starts, when the model is unusable
+        source = resolve_model(settings)  # one line, before any file or process, when the model is unusable
+        write_manifest(layout, settings.identity())
         log.info("Inpainting with %s (%s) at %d px, %d steps, guidance %s, composite=%s, blur_factor=%s, seed=%d",
                  source.name, source.class_name, settings.resolution, settings.steps, settings.guidance_scale,
                  settings.composite, settings.blur_factor, settings.seed)
@@ -128,7 +130,7 @@ def _summarise(cfg: DictConfig, n_images: int, done_before: int, ranks: list[dic
     line = (f"make_inpaint: {written} written, {skipped} skipped (already done), {len(failures)} failed"
             + (f" (not fatal: reasons below and in {summary_path})" if failures else "")
             + f" of {n_images} image(s) in {seconds:.1f} s"
-            + (f", {per_image:.2f} s/image of generation (summed over {len(ranks)} rank(s))" if per_image is not None else "")
+            + (f", {per_image:.2f} s/image of generation (summed over {len(ranks)} rank(s))" if per_image else "")
             + f"; outputs in {layout.image_root} and {layout.mask_root}")
     _write_json(summary_path, {
         "images": n_images, "written": written, "skipped": skipped, "failed": len(failures),
