@@ -131,3 +131,23 @@ def test_clip_geometry_matches_torchvision(size):
     assert torch.equal(c2p(arr), expected)
     mask = np.zeros((h, w), dtype=np.uint8)
     assert tuple(c2p.mask(mask).shape) == (224, 224)
+
+
+def test_inpaint_stems_must_be_unique_across_sub_folders(tmp_path: Path):
+    from dear_exp.data.folders import inpaint_pairs
+
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / sub / "x_inpaint.png")
+        Image.new("L", (8, 8)).save(tmp_path / sub / "x_mask.png")
+    with pytest.raises(DearError, match="two inpaint image files share the stem 'x_inpaint'"):
+        inpaint_pairs(tmp_path, ".", ".", "h")
+
+
+def test_hidden_files_are_not_images(tmp_path: Path):
+    _tree(tmp_path)
+    (tmp_path / "ai" / "._00.png").write_bytes(b"\x00\x05AppleDouble")
+    (tmp_path / "__MACOSX").mkdir()
+    (tmp_path / "__MACOSX" / "01.png").write_bytes(b"junk")
+    assert [p.name for p in list_images(tmp_path / "ai", "h")] == ["00.png", "01.png", "02.png", "03.png",
+                                                                    "00.png", "01.png"]

@@ -31,7 +31,7 @@ def test_demo_fast_dev_run_in_process(compose_cfg, tiny_demo: Path, tmp_path: Pa
     assert {r["subset"] for r in rows} == {"gen_a", "gen_b", "gen_c", "mean"}
     assert {r["model"] for r in rows} == {"base", "dear"}
     assert all(0 <= float(r["AUC"]) <= 100 for r in rows)
-    assert set(metrics) >= {"dear/jpeg75/F.Acc", "base/clean/R.Acc"}
+    assert set(metrics) >= {"dear/jpeg75/mean/F.Acc", "base/clean/mean/R.Acc"}
     head = load_file(out / "head.safetensors")
     assert int(head["mask"].sum()) == 512 - 2 * 102 and head["weight"].shape == (1, 512)
     assert "| **mean** |" in (out / "results.md").read_text()

@@ -83,3 +83,15 @@ def test_train_base_refuses_a_released_dear_model(compose_cfg, tmp_path: Path):
     cfg = compose_cfg("task=train_base", "detector=dear_c", "train_data=corvi")
     with pytest.raises(DearError, match="train its base architecture instead"):
         run_task(cfg)
+
+
+def test_config_mistakes_are_one_line_before_any_work(tmp_path: Path):
+    proc = run_cli("task=predict", cwd=tmp_path)
+    assert_one_line_error(proc, "task.input must be set")
+    proc = run_cli("+experiment=npr_flux", "detector.net.feature_layer=layer9", cwd=tmp_path)
+    assert_one_line_error(proc, "cannot build", "NPR can be dissected at layer1 or layer2, not 'layer9'")
+    proc = run_cli("task.thresholds=[logit0,oracel]", cwd=tmp_path)
+    assert_one_line_error(proc, "task.thresholds has ['oracel']")
+    proc = run_cli("+experiment=cnnspot_flux", "augment=reference", cwd=tmp_path)
+    assert_one_line_error(proc, "augment.crop=96 is smaller than detector.preprocess.center_crop=224")
+    assert not (tmp_path / ".cache").exists(), "work started before validation"

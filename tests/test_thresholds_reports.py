@@ -114,3 +114,19 @@ def test_compare_and_predict_through_the_cli(tiny_demo: Path, tmp_path: Path):
     assert "scored 8 image(s)" in proc.stdout
     proc = run_cli("+debug=default", "task=predict", f"task.input={root}/nope.png", cwd=root)
     assert proc.returncode == 2 and "data folder not found" in proc.stderr.splitlines()[-1]
+
+
+def test_best_threshold_matches_a_brute_force_search():
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(20):
+        real = torch.randint(-5, 5, (int(torch.randint(1, 30, (1,), generator=gen)),), generator=gen).double()
+        fake = torch.randint(-3, 7, (int(torch.randint(1, 30, (1,), generator=gen)),), generator=gen).double()
+        thr = best_threshold(real, fake)
+        best = max(detection_metrics(real, fake, c)["Acc"] for c in torch.arange(-8, 9, 0.25).tolist())
+        assert detection_metrics(real, fake, thr)["Acc"] == pytest.approx(best)
+
+
+def test_mean_rows_count_a_shared_real_set_once():
+    rows = _rows()
+    mean = next(r for r in rows if r["subset"] == "mean" and r["model"] == "base")
+    assert mean["n_real"] == 3 and mean["real"] == "r" and mean["n_fake"] == 3 + 2 + 2

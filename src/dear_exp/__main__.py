@@ -84,24 +84,42 @@ def run_task(cfg: DictConfig) -> dict[str, Any]:
         finish_wandb()
 
 
+def user_message(exc: BaseException) -> str | None:
+    """The one line for errors a user causes in the config; None for anything else (a bug)."""
+    from hydra.errors import InstantiationException
+    from omegaconf.errors import MissingMandatoryValue
+
+    if isinstance(exc, DearError):
+        return one_line(exc)
+    if isinstance(exc, MissingMandatoryValue):
+        key = getattr(exc, "full_key", "") or str(exc).split("full_key:")[-1].split()[0]
+        return f"{key} must be set (it is ??? in the config): add {key}=... to the command"
+    if isinstance(exc, InstantiationException):
+        cause = exc.__cause__ or exc
+        return f"cannot build {type(cause).__name__}: {one_line(cause)}; check the config group's values"
+    return None
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="main")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> None:
     quiet_libraries()
-    log.info("Config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
     try:
-        metrics = run_task(cfg)
-    except DearError as exc:
-        message = one_line(exc)
+        log.info("Config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
+        run_task(cfg)
+    except Exception as exc:
+        message = user_message(exc)
+        if message is None:
+            raise
         log.error(message)
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
     log.info("Output: %s", cfg.paths.output_dir)
-    value = metrics.get(cfg.get("optimized_metric", "")) if cfg.get("optimized_metric") else None
-    return float(value) if value is not None else None
 
 
 def entry() -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
+    # deterministic=true on CUDA needs a fixed cuBLAS workspace, or torch refuses the first matmul
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     register_resolvers()
     main()
 

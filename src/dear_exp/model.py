@@ -11,6 +11,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from dear_exp.detectors.base import Detector
+from dear_exp.errors import DearError
 
 
 class MaskedLinearHead(nn.Module):
@@ -71,13 +72,13 @@ class DEARModule(L.LightningModule):
             elif init == "detector":
                 own = self.detector.linear_head()
                 if own is None:
-                    raise ValueError(
+                    raise DearError(
                         f"head.init=detector needs a classifier on pool({self.detector.feature_layer}); "
                         "this detector has layers after it: use head.init=zeros"
                     )
                 self.head.linear.load_state_dict(own.state_dict())
             else:
-                raise ValueError(f"head.init must be zeros or detector, not {init!r}")
+                raise DearError(f"head.init must be zeros or detector, not {init!r}")
 
     def train(self, mode: bool = True) -> DEARModule:
         super().train(mode)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 
 from dear_exp.errors import DearError
 
-PruneMode = Literal["bilateral", "high", "low", "random", "none", "released"]
 MODES: tuple[str, ...] = ("bilateral", "high", "low", "random", "none")
 # `released`: no dissection, the mask a released DEAR checkpoint ships (DissectCallback handles it)
 CALLBACK_MODES: tuple[str, ...] = (*MODES, "released")

@@ -8,6 +8,8 @@ from typing import Any
 import albumentations as A
 import cv2
 
+from dear_exp.errors import DearError
+
 
 def build_augment(cfg: dict[str, Any]) -> A.Compose:
     """`reference`: the DEAR training recipe (method.md step 4); `crop_flip`: random crop + flip
@@ -25,7 +27,7 @@ def build_augment(cfg: dict[str, Any]) -> A.Compose:
     if name == "crop_flip":
         return A.Compose([*pad_crop, A.HorizontalFlip(p=0.5)])
     if name != "reference":
-        raise ValueError(f"unknown augment.name {name!r}: choose reference, crop_flip, center_crop or none")
+        raise DearError(f"unknown augment.name {name!r}: choose reference, crop_flip, center_crop or none")
     var_lo, var_hi = cfg["noise_var"]
     hole = int(cfg["cutout_size"])
     rrc = int(cfg["resized_crop"])

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from dear_exp.data.folders import FAKE, IMAGE_EXTENSIONS, REAL, Sample, require_dir
+from dear_exp.data.folders import FAKE, IMAGE_EXTENSIONS, REAL, Sample, require_dir, visible
 from dear_exp.errors import DearError
 
 if TYPE_CHECKING:
@@ -91,13 +91,11 @@ def _key(path: Path, root: Path) -> str:
     return Path(os.path.relpath(path, root)).as_posix()
 
 
-def _visible(path: Path, below: Path) -> bool:
-    return not any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(below).parts)
 
 
 def child_dirs(folder: Path) -> list[Path]:
     """Sub-folders in name order, hidden ones left out."""
-    return sorted(p for p in folder.iterdir() if p.is_dir() and _visible(p, folder))
+    return sorted(p for p in folder.iterdir() if p.is_dir() and visible(p, folder))
 
 
 class _Builder:
@@ -115,7 +113,7 @@ class _Builder:
         for folder in folders:
             require_dir(folder, self.hint)
             files = [p for p in folder.rglob("*")
-                     if p.suffix.lower() in IMAGE_EXTENSIONS and _visible(p, folder) and p.is_file()]
+                     if p.suffix.lower() in IMAGE_EXTENSIONS and visible(p, folder) and p.is_file()]
             if not files and not self.allow_empty:
                 raise DearError(f"no images in {folder}; {self.hint}")
             samples += [Sample(p, label, _key(p, self.root)) for p in files]

@@ -152,8 +152,8 @@ class RefitDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> CombinedLoader:
         main = self.main.train_dataloader()
-        n_main = len(main.sampler)  # type: ignore[arg-type]
-        inpaint = self.diagnostic.train_dataloader(num_samples=n_main)
+        # as many inpaint batches as main batches, whatever the two batch sizes: one step per main batch
+        inpaint = self.diagnostic.train_dataloader(num_samples=len(main) * self.diagnostic.batch_size)
         return CombinedLoader({"main": main, "inpaint": inpaint}, mode="min_size")
 
     def val_dataloader(self) -> DataLoader:

@@ -24,11 +24,17 @@ def require_dir(path: Path, hint: str) -> Path:
     return path
 
 
+def visible(path: Path, folder: Path) -> bool:
+    """Not a hidden file or folder (macOS zips leave `._x.jpg` files that are not images) nor in
+    `__MACOSX`: the same rule as the benchmark layouts."""
+    return not any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(folder).parts)
+
+
 def list_images(folder: Path, hint: str, exclude_suffixes: tuple[str, ...] = ()) -> list[Path]:
     """Every image below folder, sorted by relative path so results never depend on listing order."""
     require_dir(folder, hint)
     files = sorted(
-        (p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
+        (p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and visible(p, folder)),
         key=lambda p: p.relative_to(folder).as_posix(),
     )
     files = [p for p in files if not p.stem.endswith(exclude_suffixes)] if exclude_suffixes else files
@@ -61,6 +67,13 @@ def inpaint_pairs(root: Path, image_dir: str, mask_dir: str, hint: str) -> list[
     if not images:
         raise DearError(f"no *_inpaint images in {root / image_dir}; {hint}")
     beside = list_images(root / mask_dir, hint)
+    for kind, files in (("image", images), ("mask", [p for p in beside if p.stem.endswith(("_mask", "_alpha"))])):
+        seen: dict[str, Path] = {}
+        for p in files:  # pairs match by stem, so a stem in two sub-folders would pair ambiguously
+            if p.stem in seen:
+                raise DearError(f"two inpaint {kind} files share the stem {p.stem!r}: {seen[p.stem]} and {p}; "
+                                "rename one so every stem is unique")
+            seen[p.stem] = p
     masks = {p.stem: p for p in beside if p.stem.endswith("_mask")}
     alphas = {p.stem: p for p in beside if p.stem.endswith("_alpha")}
     pairs, missing = [], []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,21 @@ def ensure_demo(cfg: DictConfig, roots: list[str]) -> None:
 
 
 def ensure_detector(cfg: DictConfig, out_dir: Path) -> None:
-    """Train the base detector first when its checkpoint is missing and the config asks for it."""
-    if not Path(cfg.detector.checkpoint).is_file() and cfg.detector.get("train_if_missing"):
-        from dear_exp.tasks.train_base import train_base
+    """Train the base detector first when its checkpoint is missing and the config asks for it; a
+    cached one trained with other settings (e.g. one batch under +debug=fdr) is refused, not reused."""
+    if not cfg.detector.get("train_if_missing"):
+        return
+    from dear_exp.tasks.train_base import train_base, training_record, training_settings
 
-        log.info("%s not found and detector.train_if_missing=true: training it first", cfg.detector.checkpoint)
-        train_base(cfg, out_dir=out_dir / "base_training")
+    checkpoint = Path(cfg.detector.checkpoint)
+    if checkpoint.is_file():
+        record = training_record(checkpoint)
+        if record.is_file() and json.loads(record.read_text()) != json.loads(json.dumps(training_settings(cfg))):
+            raise DearError(f"{checkpoint} was trained with other settings than this run's ({record}); "
+                            f"delete both files to retrain it, or set detector.checkpoint to another path")
+        return
+    log.info("%s not found and detector.train_if_missing=true: training it first", checkpoint)
+    train_base(cfg, out_dir=out_dir / "base_training")
 
 
 def instantiate_group(group: DictConfig | None, what: str) -> list[Any]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from dear_exp.errors import DearError
+from dear_exp.metrics import METRICS
 from dear_exp.report import compare_rows, write_atomic
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
     tables = []
     labels: dict[str, int] = {}
     for folder in runs:
-        rows = list(csv.DictReader(open(folder / "results.csv")))
+        with open(folder / "results.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        missing = {"model", "postprocess", "subset", *METRICS} - set(rows[0] if rows else {})
+        if missing:
+            raise DearError(f"{folder / 'results.csv'} lacks the columns {sorted(missing)}; "
+                            "give results of task=dear or task=evaluate")
         label = _label(rows[0], folder) if rows else folder.name
         labels[label] = labels.get(label, 0) + 1
         tables.append((label if labels[label] == 1 else f"{label} ({folder.name})", rows))

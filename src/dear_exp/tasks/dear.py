@@ -27,7 +27,13 @@ from dear_exp.tasks.common import (
     make_trainer,
     train_datamodule,
 )
-from dear_exp.tasks.evaluation import benchmark_datamodule, calibration_thresholds, evaluate, report
+from dear_exp.tasks.evaluation import (
+    benchmark_datamodule,
+    calibration_thresholds,
+    evaluate,
+    report,
+    validate_evaluation,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +46,17 @@ def validate(cfg: DictConfig) -> None:
         raise DearError(f"prune.mode={p.mode!r} is not one of {', '.join(CALLBACK_MODES)}")
     if cfg.head.init not in ("zeros", "detector"):
         raise DearError(f"head.init={cfg.head.init!r} must be zeros or detector")
+    validate_evaluation(cfg.task)
+    dd = cfg.diag_data
+    if dd.dissect_max_batches < 1:
+        raise DearError(f"diag_data.dissect_max_batches={dd.dissect_max_batches} must be at least 1")
+    if not dd.dissect_augment and dd.batch_size != 1:
+        raise DearError("diag_data.dissect_augment=false reads whole images of different sizes: "
+                        "set diag_data.batch_size=1 with it")
+    crop, fixed = cfg.augment.crop, cfg.detector.preprocess.get("center_crop")
+    if fixed and not cfg.detector.preprocess.get("resize_short") and crop < fixed:
+        raise DearError(f"augment.crop={crop} is smaller than detector.preprocess.center_crop={fixed}: the "
+                        f"training crops would be zero-padded to {fixed}; use augment=crop224 or augment.crop={fixed}")
 
 
 def diagnostic_datamodule(cfg: DictConfig, preprocess: Preprocess) -> DiagnosticDataModule:
@@ -94,7 +111,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if "calibrated" in policies:
         assert refit_data.main.val_set is not None
         calibrated = calibration_thresholds(model, refit_data.main.val_set.samples, preprocess, models,
-                                            cfg.benchmark.batch_size, cfg.seed)
+                                            cfg.benchmark.batch_size, cfg.seed,
+                                            trainer.strategy.root_device)
     rows = evaluate(trainer, model, benchmark, models, policies, calibrated, cfg.task.bootstrap, cfg.seed)
     if not trainer.is_global_zero:
         return {}

@@ -19,7 +19,13 @@ from dear_exp.tasks.common import (
     make_trainer,
     train_datamodule,
 )
-from dear_exp.tasks.evaluation import benchmark_datamodule, calibration_thresholds, evaluate, report
+from dear_exp.tasks.evaluation import (
+    benchmark_datamodule,
+    calibration_thresholds,
+    evaluate,
+    report,
+    validate_evaluation,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +53,7 @@ def load_head(model: DEARModule, path: Path) -> None:
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
+    validate_evaluation(cfg.task)
     ensure_demo(cfg, [cfg.benchmark.root] + ([cfg.train_data.root] if cfg.detector.get("train_if_missing") else []))
     ensure_detector(cfg, Path(cfg.paths.output_dir))
     L.seed_everything(cfg.seed, workers=True)
@@ -70,7 +77,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         data.setup("validate")
         assert data.val_set is not None
         calibrated = calibration_thresholds(model, data.val_set.samples, preprocess, models,
-                                            cfg.benchmark.batch_size, cfg.seed)
+                                            cfg.benchmark.batch_size, cfg.seed,
+                                            trainer.strategy.root_device)
     rows = evaluate(trainer, model, benchmark, models, policies, calibrated, cfg.task.bootstrap, cfg.seed)
     if not trainer.is_global_zero:
         return {}

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 import torch
 from torch.utils.data import DataLoader
@@ -23,11 +23,20 @@ from dear_exp.data.images import Preprocess
 from dear_exp.data.postprocess import Chain
 from dear_exp.data.samplers import SizeBucketBatchSampler
 from dear_exp.errors import DearError
-from dear_exp.metrics import METRICS, best_threshold, evaluate_predictions
+from dear_exp.metrics import METRICS, POLICIES, best_threshold, evaluate_predictions
 from dear_exp.model import DEARModule
 from dear_exp.report import markdown_table, plot_racc_facc, plot_severity, print_table, write_atomic, write_csv
 
 log = logging.getLogger(__name__)
+
+
+def validate_evaluation(task: DictConfig) -> None:
+    """Threshold policies and bootstrap count, checked before any work."""
+    unknown = sorted(set(task.thresholds) - set(POLICIES))
+    if unknown:
+        raise DearError(f"task.thresholds has {unknown}; choose from {', '.join(POLICIES)}")
+    if task.bootstrap < 0:
+        raise DearError(f"task.bootstrap={task.bootstrap} must be 0 (off) or a number of resamples")
 
 
 def run_identity(cfg: DictConfig, task: str) -> dict[str, Any]:
@@ -42,14 +51,16 @@ def run_identity(cfg: DictConfig, task: str) -> dict[str, Any]:
 
 @torch.no_grad()
 def calibration_thresholds(model: DEARModule, samples: list[Sample], preprocess: Preprocess,
-                           models: tuple[str, ...], batch_size: int, seed: int) -> dict[str, float]:
+                           models: tuple[str, ...], batch_size: int, seed: int,
+                           device: torch.device | str = "cpu") -> dict[str, float]:
     """Per model, the threshold that maximises balanced accuracy on validation images, scored the
     way the test set is (native size, no post-processing): chosen before the test set is seen. A
     plain loop rather than trainer.predict, so debug limits on prediction cannot truncate it."""
+    model.to(device)
     dataset = EvalImages(samples, Chain("clean", [], seed), preprocess)
     loader = DataLoader(dataset, batch_sampler=SizeBucketBatchSampler(dataset.final_sizes(), batch_size))
     model.eval()
-    outputs = [model.predict_step((x.to(model.device), y, i), 0) for x, y, i in loader]
+    outputs = [model.predict_step((x.to(device), y, i), 0) for x, y, i in loader]
     labels = torch.cat([o["label"] for o in outputs])
     if not (labels == 0).any() or not (labels == 1).any():
         raise DearError("the calibrated threshold needs real and fake validation images; "
@@ -93,5 +104,5 @@ def report(cfg: DictConfig, task: str, out_dir: Path, rows: list[dict[str, Any]]
                 lg.log_image(key=key, images=[str(path)])
         lg.log_metrics({f"test/{r['model']}/{r.get('threshold_policy', 'logit0')}/{r['postprocess']}/{r['subset']}/{k}": r[k]
                         for r in rows for k in METRICS})
-    return {f"{r['model']}/{r['postprocess']}/{k}": r[k] for r in rows
+    return {f"{r['model']}/{r['postprocess']}/{r['subset']}/{k}": r[k] for r in rows
             if str(r["subset"]).startswith("mean") and r.get("threshold_policy", "logit0") == "logit0" for k in METRICS}

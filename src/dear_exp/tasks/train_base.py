@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from dear_exp.detectors import build_detector, preprocess_of
 from dear_exp.detectors.checkpoint import save_atomic
 from dear_exp.errors import DearError
 from dear_exp.model import BaseDetectorModule
+from dear_exp.report import write_atomic
 from dear_exp.tasks.common import ensure_demo, instantiate_group, log_config, make_trainer, train_datamodule
 
 log = logging.getLogger(__name__)
@@ -44,8 +46,27 @@ def train_base(cfg: DictConfig, out_dir: Path | None = None) -> Path:
         module.load_state_dict(state)
         log.info("Best validation balanced accuracy %.4f", float(best.best_model_score))
     save_atomic({"model": detector.state_dict()}, target)
+    write_atomic(training_record(target), json.dumps(training_settings(cfg), indent=2, sort_keys=True))
     log.info("Saved %s", target)
     return target
+
+
+def training_record(checkpoint: Path) -> Path:
+    return checkpoint.with_name(checkpoint.name + ".json")
+
+
+def training_settings(cfg: DictConfig) -> dict[str, object]:
+    """What decides the weights task=train_base writes, kept beside them so a cached checkpoint is
+    reused only by runs that would have trained the same one."""
+    t = cfg.trainer
+    limits = {k: t.get(k) for k in ("fast_dev_run", "limit_train_batches", "limit_val_batches", "overfit_batches")}
+    return {
+        "net": OmegaConf.to_container(cfg.detector.net, resolve=True),
+        "base_train": OmegaConf.to_container(cfg.base_train, resolve=True),
+        "train_data": {k: OmegaConf.to_container(cfg.train_data, resolve=True)[k] for k in ("root", "train", "val")},
+        "trainer": {k: v for k, v in limits.items() if v is not None},
+        "seed": cfg.seed,
+    }
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
