@@ -1,6 +1,5 @@
 """NPR loads from both published formats, strictly; bad files fail with one actionable line."""
 
-import pickle
 from pathlib import Path
 
 import pytest

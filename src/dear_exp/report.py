@@ -241,8 +241,7 @@ def compare_rows(tables: list[tuple[str, list[dict[str, str]]]]) -> tuple[list[s
         comparable.setdefault(tuple(line[2:5]), []).append(i)
     for members in comparable.values():
         for j, metric in enumerate(METRICS, start=5):
-            def key(i: int) -> float:
-                return abs(float(lines[i][j])) if metric == "Gap" else -float(lines[i][j])
-            top = min(key(i) for i in members)
-            best |= {(i, j) for i in members if key(i) == top}
+            keys = {i: abs(float(lines[i][j])) if metric == "Gap" else -float(lines[i][j]) for i in members}
+            top = min(keys.values())
+            best |= {(i, j) for i, k in keys.items() if k == top}
     return head, lines, best
