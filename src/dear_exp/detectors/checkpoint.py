@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import tempfile
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from dear_exp.errors import DearError
+from dear_exp.files import write_atomic
 from dear_exp.hub import hub_offline, hub_unreachable
 
 WRAPPERS = ("model", "state_dict", "net")
@@ -84,16 +86,10 @@ def load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -
 
 
 def save_atomic(obj: dict[str, object], path: Path) -> None:
-    """torch.save to a temporary sibling, then rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save, written atomically (a reader never sees half a file)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_atomic(path, buf.getvalue())
 
 
 def fetch_from_hub(target: Path, repo_id: str, filename: str, revision: str | None = None) -> Path:

@@ -15,6 +15,7 @@ from PIL import Image
 
 from dear_exp.data.folders import list_images
 from dear_exp.errors import DearError
+from dear_exp.files import write_atomic
 
 _TEMPORARY = re.compile(r"\..+_(inpaint|mask|alpha)\.png\.\d+\.tmp")
 
@@ -105,10 +106,7 @@ def write_manifest(layout: Layout, identity: dict[str, Any]) -> None:
     path = layout.image_root / MANIFEST
     if path.is_file():
         return
-    layout.image_root.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(identity, indent=2, sort_keys=True) + "\n")
 
 
 def list_jobs(real_dir: Path, max_images: int | None = None) -> list[Job]:

@@ -32,22 +32,13 @@ from dear_exp.data.folders import list_images
 from dear_exp.data.images import load_image
 from dear_exp.data.postprocess import Chain
 from dear_exp.errors import DearError
+from dear_exp.files import write_atomic
 
 log = logging.getLogger(__name__)
 
 LOSSLESS = frozenset({".png", ".bmp", ".tif", ".tiff"})
 FORMATS = ("keep", "png", "jpeg")
 MANIFEST = ".export.json"
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def output_plan(chain: Chain, fmt: str, suffix: str) -> tuple[str, str]:
@@ -86,7 +77,7 @@ def export_one(item: tuple[str, list[dict[str, Any]], int, str, str, str, str, i
         else:
             image.save(buf, format=Image.registered_extensions()[target.suffix.lower()])
         data = buf.getvalue()
-    _atomic_write(target, data)
+    write_atomic(target, data)
 
 
 def _settings(cfg: DictConfig, chosen: Any) -> dict[str, list[dict[str, Any]]]:
@@ -117,7 +108,7 @@ def _check_manifest(folder: Path, record: dict[str, Any]) -> None:
             raise DearError(f"{folder} was exported with other settings ({path}: {old}); delete it or choose "
                             f"another task.dst")
     else:
-        _atomic_write(path, (json.dumps(record, indent=1) + "\n").encode())
+        write_atomic(path, (json.dumps(record, indent=1) + "\n").encode())
 
 
 def run(cfg: DictConfig) -> dict[str, float]:

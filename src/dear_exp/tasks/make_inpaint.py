@@ -20,6 +20,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dear_exp.errors import DearError
+from dear_exp.files import write_atomic
 from dear_exp.inpaint.settings import InpaintSettings
 from dear_exp.inpaint.writer import Layout, check_manifest, check_not_inside, list_jobs, write_manifest
 
@@ -52,11 +53,8 @@ def capped_devices(trainer_cfg: DictConfig, n_images: int) -> Any:
     return n_images
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    write_atomic(path, json.dumps(data, indent=2, default=str))
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -132,7 +130,7 @@ def _summarise(cfg: DictConfig, n_images: int, done_before: int, ranks: list[dic
             + f" of {n_images} image(s) in {seconds:.1f} s"
             + (f", {per_image:.2f} s/image of generation (summed over {len(ranks)} rank(s))" if per_image else "")
             + f"; outputs in {layout.image_root} and {layout.mask_root}")
-    _write_json(summary_path, {
+    write_json(summary_path, {
         "images": n_images, "written": written, "skipped": skipped, "failed": len(failures),
         "failures": [{"stem": r["stem"], "reason": r["reason"]} for r in failures],
         "seconds": seconds, "seconds_per_image": per_image, "model": model,
