@@ -61,7 +61,7 @@ def quiet_libraries() -> None:
 
 
 def run_task(cfg: DictConfig) -> dict[str, Any]:
-    from dear_exp.tasks import census, compare, dear, evaluate, predict, train_base
+    from dear_exp.tasks import cache, census, compare, dear, evaluate, predict, train_base
     from dear_exp.tasks import export
     from dear_exp.tasks import make_inpaint
     from dear_exp.tasks.common import finish_wandb
@@ -75,6 +75,7 @@ def run_task(cfg: DictConfig) -> dict[str, Any]:
         "census": census.run,
         "make_inpaint": make_inpaint.run,
         "export": export.run,
+        "cache": cache.run,
     }
     if cfg.task.name not in tasks:
         raise DearError(f"task={cfg.task.name} is not one of {', '.join(tasks)}")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader
 
@@ -18,21 +19,37 @@ from dear_exp.data.benchmarks import BenchmarkIndex
 from dear_exp.data.folders import inpaint_pairs, labelled_samples
 from dear_exp.data.images import Preprocess
 from dear_exp.data.postprocess import Chain
-from dear_exp.data.samplers import SeededSampler, SizeBucketBatchSampler
+from dear_exp.data.samplers import SeededSampler, ShardedBatches, SizeBucketBatchSampler
 from dear_exp.errors import DearError
 
 
 def resolve_workers(num_workers: int | str) -> int:
-    """`auto`: one worker per core beyond the main process, at most 8."""
+    """`auto`: one worker per core this process may use (its affinity: a SLURM allocation, not the
+    whole node) beyond the main process, at most 8."""
     if num_workers == "auto":
-        return max(0, min(8, (os.cpu_count() or 1) - 1))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(0, min(8, cores - 1))
     return int(num_workers)
 
 
-def _loader(dataset: Any, num_workers: int, **kwargs: Any) -> DataLoader:
-    return DataLoader(
-        dataset, num_workers=num_workers, persistent_workers=False, pin_memory=False, **kwargs
-    )
+def make_loader(dataset: Any, num_workers: int, **kwargs: Any) -> DataLoader:
+    """Pinned memory when a GPU will read the batches."""
+    return DataLoader(dataset, num_workers=num_workers, persistent_workers=False,
+                      pin_memory=torch.cuda.is_available(), **kwargs)
+
+
+def rank_world(module: L.LightningDataModule) -> tuple[int, int]:
+    """This process's rank and the number of ranks, from the attached trainer (1 process if none)."""
+    trainer = getattr(module, "trainer", None)
+    return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+
+def check_shardable(n: int, batch_size: int, world: int, what: str) -> None:
+    """Every rank needs at least one item of every global batch, the last one included."""
+    last = n % batch_size
+    if world > 1 and (0 < last < world or batch_size < world):
+        raise DearError(f"{what}: {n} items in batches of {batch_size} leave a last batch of {last} for {world} ranks; "
+                        f"choose a batch size with n % batch_size == 0 or >= {world}")
 
 
 class TrainDataModule(L.LightningDataModule):
@@ -74,12 +91,16 @@ class TrainDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None
-        sampler = SeededSampler(len(self.train_set), self.seed)
-        return _loader(self.train_set, self.num_workers, sampler=sampler, batch_size=self.batch_size, drop_last=False)
+        rank, world = rank_world(self)
+        check_shardable(len(self.train_set), self.batch_size, world, "train_data")
+        batches = ShardedBatches(SeededSampler(len(self.train_set), self.seed), self.batch_size, rank, world)
+        return make_loader(self.train_set, self.num_workers, batch_sampler=batches)
 
     def val_dataloader(self) -> DataLoader:
         assert self.val_set is not None
-        return _loader(self.val_set, self.num_workers, batch_size=self.batch_size, shuffle=False)
+        rank, world = rank_world(self)
+        batches = SizeBucketBatchSampler([(0, 0)] * len(self.val_set), self.batch_size, rank, world)
+        return make_loader(self.val_set, self.num_workers, batch_sampler=batches)
 
 
 class DiagnosticDataModule(L.LightningDataModule):
@@ -123,8 +144,9 @@ class DiagnosticDataModule(L.LightningDataModule):
 
     def train_dataloader(self, num_samples: int | None = None) -> DataLoader:
         assert self.dataset is not None
+        rank, world = rank_world(self)
         sampler = SeededSampler(len(self.dataset), self.seed + 1, num_samples=num_samples)
-        return _loader(self.dataset, self.num_workers, sampler=sampler, batch_size=self.batch_size)
+        return make_loader(self.dataset, self.num_workers, batch_sampler=ShardedBatches(sampler, self.batch_size, rank, world))
 
     def dissect_dataloader(self) -> DataLoader:
         """Reference: eval mode, up to `dissect_max_batches` batches, training augmentation."""
@@ -135,7 +157,7 @@ class DiagnosticDataModule(L.LightningDataModule):
                                     self.rad_weight)
         sampler = SeededSampler(len(dataset), self.seed + 2, shuffle=True)
         batch = self.batch_size if self.dissect_augment else 1  # native sizes differ without a crop
-        return _loader(dataset, self.num_workers, sampler=sampler, batch_size=batch)
+        return make_loader(dataset, self.num_workers, sampler=sampler, batch_size=batch)
 
 
 class RefitDataModule(L.LightningDataModule):
@@ -211,7 +233,8 @@ class BenchmarkDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> list[DataLoader]:
         loaders = []
+        rank, world = rank_world(self)
         for dataset in self.datasets:
-            batches = SizeBucketBatchSampler(dataset.final_sizes(), self.batch_size)
-            loaders.append(_loader(dataset, self.num_workers, batch_sampler=batches))
+            batches = SizeBucketBatchSampler(dataset.final_sizes(), self.batch_size, rank, world)
+            loaders.append(make_loader(dataset, self.num_workers, batch_sampler=batches))
         return loaders

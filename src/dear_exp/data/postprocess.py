@@ -500,6 +500,7 @@ class Chain:
 
     def __init__(self, name: str, specs: list[dict[str, Any]], seed: int) -> None:
         self.name = name
+        self.specs = specs
         self.ops = parse_chain(name, specs)
         self.seed = seed
 

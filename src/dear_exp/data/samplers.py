@@ -45,20 +45,50 @@ class SizeBucketBatchSampler(Sampler[list[int]]):
 
     Sizes are grouped in sorted order and indices keep their order inside a size, so the batches
     are the same on every run.
+
+    Under DDP (`world` > 1) rank r takes batches r, r + world, ...: every image is scored by
+    exactly one rank, in the same batch as in a single process (no DistributedSampler padding).
     """
 
-    def __init__(self, sizes: list[tuple[int, int]], batch_size: int) -> None:
+    def __init__(self, sizes: list[tuple[int, int]], batch_size: int, rank: int = 0, world: int = 1) -> None:
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for index, size in enumerate(sizes):
             groups[size].append(index)
-        self.batches = [
+        batches = [
             group[start : start + batch_size]
             for _, group in sorted(groups.items())
             for start in range(0, len(group), batch_size)
         ]
+        self.batches = batches[rank::world]
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self.batches)
+
+
+class ShardedBatches(Sampler[list]):
+    """Global batches of `sampler`'s order, and this rank's contiguous slice of each.
+
+    All ranks see the same global batches, so under DDP a step covers exactly the items of the
+    single-process step (no padding, nothing dropped), and the gradient averaged over ranks equals
+    the single-process one when each rank's loss is its sum times world over the global count. `.sampler` is what Lightning
+    calls `set_epoch` on.
+    """
+
+    def __init__(self, sampler: Sampler, batch_size: int, rank: int = 0, world: int = 1) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be at least 1")
+        self.sampler, self.batch_size, self.rank, self.world = sampler, batch_size, rank, world
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.batch_size)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[list]:
+        items = list(self.sampler)
+        for start in range(0, len(items), self.batch_size):
+            batch = items[start : start + self.batch_size]
+            n = len(batch)
+            yield batch[self.rank * n // self.world : (self.rank + 1) * n // self.world]
+

@@ -10,7 +10,10 @@ from omegaconf import DictConfig
 
 from dear_exp.detectors import build_detector, preprocess_of
 from dear_exp.errors import DearError
-from dear_exp.model import DEARModule
+from dear_exp.distributed import rendezvous
+from dear_exp.features import describe_cache
+from dear_exp.model import MaskedLinearHead
+from dear_exp.tasks.dear import feature_store
 from dear_exp.tasks.common import (
     ensure_demo,
     ensure_detector,
@@ -30,7 +33,7 @@ from dear_exp.tasks.evaluation import (
 log = logging.getLogger(__name__)
 
 
-def load_head(model: DEARModule, path: Path) -> None:
+def load_head(head: MaskedLinearHead, path: Path) -> None:
     """A `head.safetensors` written by task=dear (weight, bias, mask) onto this detector's layer."""
     from safetensors.torch import load_file
 
@@ -40,16 +43,15 @@ def load_head(model: DEARModule, path: Path) -> None:
         tensors = load_file(str(path))
     except Exception as exc:
         raise DearError(f"cannot read DEAR head {path} ({exc}); give the head.safetensors of a task=dear run") from None
-    expected = {"weight": model.head.linear.weight.shape, "bias": model.head.linear.bias.shape,
-                "mask": model.head.mask.shape}
+    expected = {"weight": head.linear.weight.shape, "bias": head.linear.bias.shape, "mask": head.mask.shape}
     got = {k: tuple(v.shape) for k, v in tensors.items()}
     if set(got) != set(expected) or any(tuple(expected[k]) != got[k] for k in expected):
         raise DearError(
             f"DEAR head {path} has {got}, this detector's layer needs "
             f"{ {k: tuple(v) for k, v in expected.items()} }; use the head of a run with the same detector and layer"
         )
-    model.head.linear.load_state_dict({"weight": tensors["weight"], "bias": tensors["bias"]})
-    model.head.set_mask(tensors["mask"])
+    head.linear.load_state_dict({"weight": tensors["weight"], "bias": tensors["bias"]})
+    head.set_mask(tensors["mask"])
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -59,16 +61,18 @@ def run(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     preprocess = preprocess_of(cfg.detector)
     log.info("Loading detector %s from %s", cfg.detector.name, cfg.detector.checkpoint)
-    model = DEARModule(build_detector(cfg.detector))
-    models: tuple[str, ...] = ("base",)
+    detector = build_detector(cfg.detector)
+    head = None
     if cfg.task.get("head"):
-        load_head(model, Path(cfg.task.head))
-        models = ("base", "dear")
+        head = MaskedLinearHead(detector.feature_channels)
+        load_head(head, Path(cfg.task.head))
     benchmark = benchmark_datamodule(cfg, preprocess)
     benchmark.setup("predict")
     loggers = instantiate_group(cfg.get("logger"), "logger")
     log_config(loggers, cfg)
     trainer = make_trainer(cfg, [], loggers)
+    rendezvous(trainer)
+    store = feature_store(cfg, trainer, detector)
     policies = tuple(cfg.task.thresholds)
     calibrated = None
     if "calibrated" in policies:  # on the validation split of train_data
@@ -76,10 +80,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
         data = train_datamodule(cfg, preprocess, cfg.augment, cfg.benchmark.batch_size)
         data.setup("validate")
         assert data.val_set is not None
-        calibrated = calibration_thresholds(model, data.val_set.samples, preprocess, models,
-                                            cfg.benchmark.batch_size, cfg.seed,
-                                            trainer.strategy.root_device)
-    rows = evaluate(trainer, model, benchmark, models, policies, calibrated, cfg.task.bootstrap, cfg.seed)
+        calibrated = calibration_thresholds(store, data.val_set.samples, preprocess, head, cfg.seed,
+                                            cfg.benchmark.batch_size)
+    rows = evaluate(store, benchmark, head, policies, calibrated, cfg.task.bootstrap, cfg.seed)
+    log.info("Feature cache: %s", describe_cache(store.cache))
     if not trainer.is_global_zero:
         return {}
     return report(cfg, "evaluate", Path(cfg.paths.output_dir), rows, loggers)

@@ -9,11 +9,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-from omegaconf import DictConfig
-
 import torch
-from torch.utils.data import DataLoader
+from omegaconf import DictConfig
 
 from dear_exp.data.benchmarks import benchmark_datamodule  # noqa: F401
 from dear_exp.data.datamodules import BenchmarkDataModule
@@ -21,10 +18,9 @@ from dear_exp.data.datasets import EvalImages
 from dear_exp.data.folders import Sample
 from dear_exp.data.images import Preprocess
 from dear_exp.data.postprocess import Chain
-from dear_exp.data.samplers import SizeBucketBatchSampler
 from dear_exp.errors import DearError
 from dear_exp.metrics import METRICS, POLICIES, best_threshold, evaluate_predictions
-from dear_exp.model import DEARModule
+from dear_exp.features import FeatureStore, head_logits
 from dear_exp.report import markdown_table, plot_racc_facc, plot_severity, print_table, write_atomic, write_csv
 
 log = logging.getLogger(__name__)
@@ -49,39 +45,42 @@ def run_identity(cfg: DictConfig, task: str) -> dict[str, Any]:
     }
 
 
-@torch.no_grad()
-def calibration_thresholds(model: DEARModule, samples: list[Sample], preprocess: Preprocess,
-                           models: tuple[str, ...], batch_size: int, seed: int,
-                           device: torch.device | str = "cpu") -> dict[str, float]:
+def model_logits(rows: dict[str, torch.Tensor], head: torch.nn.Module | None) -> dict[str, torch.Tensor]:
+    """The detector's own logit and, with a head, the DEAR logit: both from one cached pass."""
+    out = {"base": rows["logit"], "label": rows["label"]}
+    if head is not None:
+        out["dear"] = head_logits(head, rows["pooled"])
+    return out
+
+
+def calibration_thresholds(store: FeatureStore, samples: list[Sample], preprocess: Preprocess,
+                           head: torch.nn.Module | None, seed: int, batch_size: int = 64) -> dict[str, float]:
     """Per model, the threshold that maximises balanced accuracy on validation images, scored the
-    way the test set is (native size, no post-processing): chosen before the test set is seen. A
-    plain loop rather than trainer.predict, so debug limits on prediction cannot truncate it."""
-    model.to(device)
+    way the test set is (native size, no post-processing): chosen before the test set is seen."""
     dataset = EvalImages(samples, Chain("clean", [], seed), preprocess)
-    loader = DataLoader(dataset, batch_sampler=SizeBucketBatchSampler(dataset.final_sizes(), batch_size))
-    model.eval()
-    outputs = [model.predict_step((x.to(device), y, i), 0) for x, y, i in loader]
-    labels = torch.cat([o["label"] for o in outputs])
+    rows = store.rows("images", [("train_data val [clean, calibration]", dataset)], logits=True, batch_size=batch_size)
+    logits = model_logits(rows[0], head)
+    labels = logits.pop("label")
     if not (labels == 0).any() or not (labels == 1).any():
         raise DearError("the calibrated threshold needs real and fake validation images; "
                         "drop `calibrated` from task.thresholds or give train_data.val both")
-    thresholds = {}
-    for m in models:
-        logits = torch.cat([o[m] for o in outputs])
-        thresholds[m] = best_threshold(logits[labels == 0], logits[labels == 1])
+    thresholds = {m: best_threshold(v[labels == 0], v[labels == 1]) for m, v in logits.items()}
     log.info("Calibrated thresholds on %d validation images: %s", len(samples),
              ", ".join(f"{m} {t:.4g}" for m, t in thresholds.items()))
     return thresholds
 
 
-def evaluate(trainer: L.Trainer, model: DEARModule, benchmark: BenchmarkDataModule, models: tuple[str, ...],
+def evaluate(store: FeatureStore, benchmark: BenchmarkDataModule, head: torch.nn.Module | None,
              policies: tuple[str, ...] = ("logit0",), calibrated: dict[str, float] | None = None,
              bootstrap: int = 0, seed: int = 0) -> list[dict[str, Any]]:
+    """Every source under every post-processing setting from the cache (one backbone pass each,
+    shared by every head of a sweep), then the metrics per subset and policy."""
+    models = ("base", "dear") if head is not None else ("base",)
     log.info("Evaluating %s on %s under %s", "/".join(models), benchmark.name, ", ".join(benchmark.settings))
-    outputs = trainer.predict(model, datamodule=benchmark)
-    if len(benchmark.sources) == 1:
-        outputs = [outputs]  # Lightning unwraps a single dataloader's list
-    return evaluate_predictions(benchmark.sources, outputs, benchmark.subsets, models,  # type: ignore[arg-type]
+    requests = [(f"{benchmark.name}/{s.source} [{s.setting}]", ds) for s, ds in zip(benchmark.sources, benchmark.datasets)]
+    rows = store.rows("images", requests, logits=True, batch_size=benchmark.batch_size)  # type: ignore[arg-type]
+    outputs = [[model_logits(r, head)] for r in rows]
+    return evaluate_predictions(benchmark.sources, outputs, benchmark.subsets, models,
                                 groups=getattr(benchmark, "groups", None), policies=policies,
                                 calibrated=calibrated, bootstrap=bootstrap, seed=seed)
 

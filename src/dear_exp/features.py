@@ -1,0 +1,188 @@
+"""One backbone pass per image: pooled features at the dissected layer (and the detector's own
+logit), extracted through `trainer.predict`, sharded without padding, gathered, and cached.
+
+Every consumer (the head refit, calibration, evaluation, the whole alpha sweep) works on these
+rows; only `head.mode=online` still runs the backbone inside the training loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from dear_exp import distributed
+from dear_exp.cache import FeatureCache, Tensors, files_fingerprint, module_fingerprint
+from dear_exp.data.datamodules import make_loader
+from dear_exp.data.datasets import EvalImages, InpaintImages, LabelledImages
+from dear_exp.data.images import Preprocess
+from dear_exp.data.samplers import SizeBucketBatchSampler
+from dear_exp.data.seeding import item_seed
+from dear_exp.detectors.base import Detector
+from dear_exp.errors import DearError
+
+log = logging.getLogger(__name__)
+
+
+class FeatureExtractor(L.LightningModule):
+    """The frozen detector in predict mode: per image pool(F) and, with `logits`, forward_head(F).
+    On CUDA the convolutions run channels_last (same numbers, faster kernels)."""
+
+    def __init__(self, detector: Detector, logits: bool = True) -> None:
+        super().__init__()
+        self.detector = detector.eval()
+        for p in self.detector.parameters():
+            p.requires_grad_(False)
+        self.logits = logits
+
+    def on_predict_start(self) -> None:
+        if self.device.type == "cuda":
+            self.detector.to(memory_format=torch.channels_last)
+
+    def predict_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> Tensors:
+        x, label, index = batch
+        if x.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        features = self.detector.forward_features(x)
+        out = {"pooled": self.detector.pool(features).float().cpu(), "label": label.float().cpu(),
+               "index": index.long().cpu()}
+        if self.logits:
+            out["logit"] = self.detector.forward_head(features).float().cpu()
+        return out
+
+
+class Views(Dataset):
+    """K augmented views of every training (or inpaint) image: row j is view j // N of image
+    j % N, augmented with a seed from (seed, view, the image's key): the same rows whatever the
+    order, the workers or the number of ranks."""
+
+    def __init__(self, dataset: LabelledImages | InpaintImages, views: int, seed: int) -> None:
+        if views < 1:
+            raise DearError(f"head.views={views} must be at least 1")
+        self.dataset, self.views, self.seed = dataset, views, seed
+        self.items = dataset.samples if isinstance(dataset, LabelledImages) else dataset.pairs
+
+    def __len__(self) -> int:
+        return len(self.items) * self.views
+
+    def __getitem__(self, j: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        i, view = j % len(self.items), j // len(self.items)
+        out = self.dataset[(i, item_seed(self.seed, "view", view, self.items[i].key))]
+        return out[0], out[-1], torch.tensor(j)  # image, label (inpaint: whether the region survived), row
+
+
+def data_parts(dataset: Views | EvalImages) -> dict[str, Any]:
+    """What the rows of a data set depend on: its files (path, size, mtime), labels, and how each
+    image is turned into a tensor (augmentation or post-processing, seeds, preprocessing)."""
+    if isinstance(dataset, EvalImages):
+        files = [s.path for s in dataset.samples]
+        labels = [s.label for s in dataset.samples]
+        how: dict[str, Any] = {"postprocess": dataset.chain.name, "specs": dataset.chain.specs, "seed": dataset.chain.seed}
+        preprocess = dataset.preprocess
+    else:
+        inner = dataset.dataset
+        if isinstance(inner, LabelledImages):
+            files, labels = [s.path for s in inner.samples], [s.label for s in inner.samples]
+            how = {"weight": None}
+        else:
+            files = [f for p in inner.pairs for f in (p.image, p.mask, p.alpha) if f is not None]
+            labels, how = [], {"weight": inner.weight}
+        how.update(augment=repr(inner.augment), seed=dataset.seed, views=dataset.views)
+        preprocess = inner.preprocess
+    return {"files": files_fingerprint(files), "n": len(dataset), "labels": labels, "how": how,
+            "preprocess": dataclasses.asdict(preprocess)}
+
+
+@contextmanager
+def whole_predict(trainer: L.Trainer) -> Iterator[None]:
+    """Feature rows are always complete: debug limits on prediction (fast_dev_run) apply to
+    Lightning's loops, not to what is extracted and cached."""
+    saved = trainer.limit_predict_batches
+    trainer.limit_predict_batches = 1.0
+    try:
+        yield
+    finally:
+        trainer.limit_predict_batches = saved
+
+
+def sizes_of(dataset: Views | EvalImages) -> list[tuple[int, int]]:
+    return dataset.final_sizes() if isinstance(dataset, EvalImages) else [(0, 0)] * len(dataset)
+
+
+def extract(trainer: L.Trainer, extractor: FeatureExtractor, datasets: list[Views | EvalImages],
+            batch_size: int, num_workers: int) -> list[Tensors]:
+    """Rows of every data set, in index order, from one `trainer.predict` call. Under DDP each
+    rank scores whole batches (round robin); the rows are gathered on every rank and checked:
+    each index exactly once."""
+    rank, world = trainer.global_rank, trainer.world_size
+    loaders = [make_loader(ds, num_workers, batch_sampler=SizeBucketBatchSampler(sizes_of(ds), batch_size, rank, world))
+               for ds in datasets]
+    with whole_predict(trainer):
+        outputs = trainer.predict(extractor, dataloaders=loaders)
+    if len(loaders) == 1:
+        outputs = [outputs]  # Lightning unwraps a single dataloader's list
+    results = []
+    for ds, batches in zip(datasets, outputs):
+        local = {k: torch.cat([b[k] for b in batches]) for k in batches[0]} if batches else {}
+        parts = [p for p in distributed.all_gather(local) if p]
+        rows = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        order = torch.argsort(rows["index"])
+        rows = {k: v[order] for k, v in rows.items()}
+        if not torch.equal(rows["index"], torch.arange(len(ds))):
+            raise RuntimeError(f"feature extraction returned {len(rows['index'])} rows for {len(ds)} items")
+        results.append(rows)
+    return results
+
+
+class FeatureStore:
+    """Cached rows for one detector: `views` (training and inpaint crops, K per image) and
+    `images` (native-size evaluation and calibration images, with the detector's own logit)."""
+
+    def __init__(self, cache: FeatureCache, trainer: L.Trainer, detector: Detector, num_workers: int) -> None:
+        self.cache, self.trainer, self.detector = cache, trainer, detector
+        self.num_workers = num_workers
+        self._common: dict[str, Any] | None = None
+
+    @property
+    def common(self) -> dict[str, Any]:
+        """Key parts every entry shares: the weights, the layer, the numerics."""
+        if self._common is None:
+            self._common = {
+                "detector": module_fingerprint(self.detector), "class": type(self.detector).__name__,
+                "layer": self.detector.feature_layer, "precision": str(self.trainer.precision),
+                "device": self.trainer.strategy.root_device.type, "torch": torch.__version__.split("+")[0],
+            }
+        return self._common
+
+    def rows(self, kind: str, requests: list[tuple[str, Views | EvalImages]], logits: bool,
+             batch_size: int = 64) -> list[Tensors]:
+        """Rows of every requested data set; the misses are extracted together, in one pass."""
+        def compute(missing: list[int]) -> list[Tensors]:
+            extractor = FeatureExtractor(self.detector, logits=logits)
+            return extract(self.trainer, extractor, [requests[i][1] for i in missing], batch_size, self.num_workers)
+
+        who = f"{type(self.detector).__name__}@{self.detector.feature_layer}"
+        keyed = [({**self.common, "logits": logits, **data_parts(ds)}, f"{who}: {describe}") for describe, ds in requests]
+        return self.cache.fetch_many(kind, keyed, compute)
+
+    def rad(self, parts: dict[str, Any], compute: Any) -> Tensors:
+        """RAD scores: computed by rank 0 alone (a plain loop, at most dissect_max_batches) and broadcast."""
+        who = f"{type(self.detector).__name__}@{self.detector.feature_layer}"
+        return self.cache.fetch("rad", {**self.common, **parts}, compute, f"{who}: RAD scores", collective=False)
+
+
+def describe_cache(cache: FeatureCache) -> str:
+    return f"{cache.hits} hit(s), {cache.misses} miss(es) in {cache.root}" if cache.enabled else "cache disabled"
+
+
+def head_logits(head: torch.nn.Module, pooled: torch.Tensor) -> torch.Tensor:
+    """The DEAR logit from cached pooled features (the head is linear: no backbone pass)."""
+    with torch.no_grad():
+        return head.to("cpu")(pooled.float())
+
+
