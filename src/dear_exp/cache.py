@@ -116,13 +116,15 @@ class FeatureCache:
             for i, hit in enumerate(hits):
                 if hit:
                     self.hits += 1
-                    log.info("Cache hit  %s %s", kind, requests[i][1])
+                    if distributed.rank() == 0:
+                        log.info("Cache hit  %s %s", kind, requests[i][1])
                     out[i] = self._load(paths[i])
                     if distributed.rank() == 0:
                         os.utime(paths[i])  # last use, for task=cache task.action=prune
             if missing:
                 self.misses += len(missing)
-                log.info("Cache miss %s: computing %s", kind, ", ".join(requests[i][1] for i in missing))
+                if distributed.rank() == 0:
+                    log.info("Cache miss %s: computing %s", kind, ", ".join(requests[i][1] for i in missing))
                 for i, tensors in zip(missing, self._compute(compute, missing, collective)):
                     out[i] = tensors
                     if distributed.rank() == 0:

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset, Sampler
 
 from dear_exp import distributed
 from dear_exp.cache import FeatureCache, Tensors, files_fingerprint, module_fingerprint
@@ -45,12 +45,12 @@ class FeatureExtractor(L.LightningModule):
             self.detector.to(memory_format=torch.channels_last)
 
     def predict_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> Tensors:
-        x, label, index = batch
+        x, label, index, source = batch
         if x.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         features = self.detector.forward_features(x)
         out = {"pooled": self.detector.pool(features).float().cpu(), "label": label.float().cpu(),
-               "index": index.long().cpu()}
+               "index": index.long().cpu(), "source": source.long().cpu()}
         if self.logits:
             out["logit"] = self.detector.forward_head(features).float().cpu()
         return out
@@ -114,28 +114,63 @@ def sizes_of(dataset: Views | EvalImages) -> list[tuple[int, int]]:
     return dataset.final_sizes() if isinstance(dataset, EvalImages) else [(0, 0)] * len(dataset)
 
 
+class Stacked(Dataset):
+    """Several data sets behind one loader (one worker pool, one predict call): item (d, i) is
+    item i of data set d, tagged with d."""
+
+    def __init__(self, datasets: list[Views | EvalImages]) -> None:
+        self.datasets = datasets
+
+    def __len__(self) -> int:
+        return sum(len(d) for d in self.datasets)
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+        d, i = item
+        x, label, index = self.datasets[d][i]
+        return x, label, index, torch.tensor(d)
+
+
+class StackedBatches(Sampler[list[tuple[int, int]]]):
+    """Size-bucketed batches of every data set (a batch never mixes data sets), dealt round robin
+    to the ranks. A rank left without a batch (fewer batches than ranks) re-scores batch 0, whose
+    copy is dropped when the rows are gathered: Lightning needs a batch on every rank."""
+
+    def __init__(self, datasets: list[Views | EvalImages], batch_size: int, rank: int = 0, world: int = 1) -> None:
+        batches = [[(d, i) for i in b] for d, ds in enumerate(datasets)
+                   for b in SizeBucketBatchSampler(sizes_of(ds), batch_size).batches]
+        self.batches = batches[rank::world] or batches[:1]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        return iter(self.batches)
+
+
 def extract(trainer: L.Trainer, extractor: FeatureExtractor, datasets: list[Views | EvalImages],
             batch_size: int, num_workers: int) -> list[Tensors]:
     """Rows of every data set, in index order, from one `trainer.predict` call. Under DDP each
-    rank scores whole batches (round robin); the rows are gathered on every rank and checked:
-    each index exactly once."""
-    rank, world = trainer.global_rank, trainer.world_size
-    loaders = [make_loader(ds, num_workers, batch_sampler=SizeBucketBatchSampler(sizes_of(ds), batch_size, rank, world))
-               for ds in datasets]
+    rank scores whole batches (round robin, the batches of a single process); the rows are
+    gathered on every rank and checked: each index of each data set exactly once."""
+    batches = StackedBatches(datasets, batch_size, trainer.global_rank, trainer.world_size)
+    loader = make_loader(Stacked(datasets), num_workers, batch_sampler=batches)
     with whole_predict(trainer):
-        outputs = trainer.predict(extractor, dataloaders=loaders)
-    if len(loaders) == 1:
-        outputs = [outputs]  # Lightning unwraps a single dataloader's list
+        outputs = trainer.predict(extractor, dataloaders=loader)
+    local = {k: torch.cat([b[k] for b in outputs]) for k in outputs[0]}  # type: ignore[index,union-attr]
+    gathered = distributed.all_gather(local)
+    rows = {k: torch.cat([g[k] for g in gathered]) for k in local}
     results = []
-    for ds, batches in zip(datasets, outputs):
-        local = {k: torch.cat([b[k] for b in batches]) for k in batches[0]} if batches else {}
-        parts = [p for p in distributed.all_gather(local) if p]
-        rows = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-        order = torch.argsort(rows["index"])
-        rows = {k: v[order] for k, v in rows.items()}
-        if not torch.equal(rows["index"], torch.arange(len(ds))):
-            raise RuntimeError(f"feature extraction returned {len(rows['index'])} rows for {len(ds)} items")
-        results.append(rows)
+    for d, ds in enumerate(datasets):
+        mine = rows["source"] == d
+        part = {k: v[mine] for k, v in rows.items() if k != "source"}
+        order = torch.argsort(part["index"], stable=True)
+        part = {k: v[order] for k, v in part.items()}
+        keep = torch.ones(len(order), dtype=torch.bool)
+        keep[1:] = part["index"][1:] != part["index"][:-1]  # a re-scored batch 0's copies
+        part = {k: v[keep] for k, v in part.items()}
+        if not torch.equal(part["index"], torch.arange(len(ds))):
+            raise RuntimeError(f"feature extraction returned {len(part['index'])} rows for {len(ds)} items")
+        results.append(part)
     return results
 
 

@@ -102,7 +102,9 @@ class HeadModule(L.LightningModule):
                       prog_bar=False, batch_size=n)
         return loss
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor] | None, batch_idx: int) -> None:
+        if batch is None:  # this rank's empty slice of the last global batch
+            return
         x, y = batch
         self.val_bacc.update((self(x) > 0).long(), y.long())
         self.log("val/bacc", self.val_bacc, prog_bar=True, batch_size=x.shape[0])

@@ -11,7 +11,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.utilities import CombinedLoader
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
 from dear_exp.data.augment import build_augment
 from dear_exp.data.datasets import EvalImages, InpaintImages, LabelledImages
@@ -36,6 +36,12 @@ def make_loader(dataset: Any, num_workers: int, **kwargs: Any) -> DataLoader:
     """Pinned memory when a GPU will read the batches."""
     return DataLoader(dataset, num_workers=num_workers, persistent_workers=False,
                       pin_memory=torch.cuda.is_available(), **kwargs)
+
+
+def collate_or_none(batch: list[Any]) -> Any:
+    """A rank's slice of a global batch may be empty (a last batch smaller than the number of
+    ranks): it becomes None, which the steps skip, instead of an item counted twice."""
+    return default_collate(batch) if batch else None
 
 
 def rank_world(module: L.LightningDataModule) -> tuple[int, int]:
@@ -99,8 +105,8 @@ class TrainDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         assert self.val_set is not None
         rank, world = rank_world(self)
-        batches = SizeBucketBatchSampler([(0, 0)] * len(self.val_set), self.batch_size, rank, world)
-        return make_loader(self.val_set, self.num_workers, batch_sampler=batches)
+        batches = ShardedBatches(range(len(self.val_set)), self.batch_size, rank, world)  # type: ignore[arg-type]
+        return make_loader(self.val_set, self.num_workers, batch_sampler=batches, collate_fn=collate_or_none)
 
 
 class DiagnosticDataModule(L.LightningDataModule):

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dear_exp.cache import Tensors
 from dear_exp.data.datamodules import check_shardable, rank_world
-from dear_exp.data.samplers import ShardedBatches, SizeBucketBatchSampler
+from dear_exp.data.samplers import ShardedBatches
 from dear_exp.data.seeding import item_seed
 
 
@@ -33,8 +33,8 @@ class FeatureRows(Dataset):
         return self.pooled[index], self.label[index]
 
 
-def _as_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    return batch
+def _as_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    return batch if len(batch[1]) else None  # an empty slice of a last global batch: skipped
 
 
 class ViewSampler(Sampler[int]):
@@ -93,4 +93,4 @@ class FeatureRefitDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         rank, world = rank_world(self)
-        return self._loader(self.val, SizeBucketBatchSampler([(0, 0)] * len(self.val), self.batch_size, rank, world))
+        return self._loader(self.val, ShardedBatches(range(len(self.val)), self.batch_size, rank, world))  # type: ignore[arg-type]
