@@ -1,7 +1,7 @@
 """Sharding the generation over devices with Lightning's predict loop.
 
-Under DDP, `trainer.predict` gives each rank an interleaved shard through an unrepeated distributed
-sampler (no padding, no duplicates), so every image is handled by exactly one rank. The pipeline is
+Under DDP each rank reads an interleaved shard of the jobs (`job_loader`: no padding, no
+duplicates), so every image is handled by exactly one rank. The pipeline is
 built per rank in `on_predict_start` on that rank's device, as a plain attribute (not a submodule:
 it is neither pickled to the workers nor wrapped by the strategy).
 """
@@ -16,7 +16,7 @@ from typing import Any
 import lightning as L
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from dear_exp.data.images import load_image
 from dear_exp.data.seeding import item_seed
@@ -55,8 +55,10 @@ def _as_list(batch: list[int]) -> list[int]:
     return list(batch)
 
 
-def job_loader(n: int, batch_size: int) -> DataLoader:
-    return DataLoader(JobIndices(n), batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=_as_list)
+def job_loader(n: int, batch_size: int, rank: int = 0, world: int = 1) -> DataLoader:
+    """Rank r takes jobs r, r + world, ... (interleaved, no padding: every image exactly once)."""
+    return DataLoader(Subset(JobIndices(n), range(rank, n, world)), batch_size=batch_size, shuffle=False,
+                      num_workers=0, collate_fn=_as_list)
 
 
 class InpaintWriter(L.LightningModule):

@@ -109,7 +109,8 @@ def _predict(cfg: DictConfig, pending: list[Any], settings: InpaintSettings, lay
         overrides["devices"] = devices
     module = InpaintWriter(pending, settings, layout, source)
     trainer = make_trainer(cfg, [], [], **overrides)
-    trainer.predict(module, dataloaders=job_loader(len(pending), settings.batch_size), return_predictions=False)
+    loader = job_loader(len(pending), settings.batch_size, trainer.global_rank, trainer.world_size)
+    trainer.predict(module, dataloaders=loader, return_predictions=False)
     if not trainer.is_global_zero:
         return None
     return module.ranks
