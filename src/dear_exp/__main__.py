@@ -55,7 +55,8 @@ def quiet_libraries() -> None:
         logging.getLogger(name).handlers.clear()
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
-    warnings.filterwarnings("ignore", message=r".*custom batch sampler.*SizeBucketBatchSampler.*")
+    # our batch samplers return every index (extract() checks each row exactly once)
+    warnings.filterwarnings("ignore", message=r".*custom batch sampler.*(SizeBucketBatchSampler|StackedBatches|ShardedBatches).*")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 

@@ -3,8 +3,10 @@
 1. one DEAR run, cold cache;  2. a 5x5 alpha_low x alpha_high multirun, cold cache (Hydra's
 basic launcher: the jobs run one after another in one process);  3. one online-mode run (the
 reference's way: a backbone pass at every training step);  4. evaluation throughput against the
-bare model at the same batches and sizes. Extra arguments are Hydra overrides for every run,
-e.g. `python -m dear_exp.bench postprocess=robust`. Writes bench.json and bench.md under
+bare model at the same batches and sizes. Arguments are Hydra overrides for every run; the
+default, `demo.scale=bench`, is the demo with test images at 224/256 px (benchmark-like sizes,
+where the backbone dominates a run's cost); `python -m dear_exp.bench demo.scale=demo` measures
+the miniature demo itself. Writes bench.json and bench.md under
 logs/bench/<time>/ and prints the table.
 """
 
@@ -39,7 +41,7 @@ def throughput(overrides: list[str]) -> dict[str, float]:
     import torch
     from hydra import compose, initialize_config_dir
 
-    from dear_exp.__main__ import CONF_DIR, register_resolvers
+    from dear_exp.__main__ import CONF_DIR, quiet_libraries, register_resolvers
     from dear_exp.data.benchmarks import benchmark_datamodule
     from dear_exp.data.datamodules import resolve_workers
     from dear_exp.detectors import build_detector, preprocess_of
@@ -47,6 +49,7 @@ def throughput(overrides: list[str]) -> dict[str, float]:
     from dear_exp.tasks.common import ensure_demo
 
     register_resolvers()
+    quiet_libraries()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("main", overrides=overrides)
     ensure_demo(cfg, [cfg.benchmark.root])
@@ -89,8 +92,23 @@ def throughput(overrides: list[str]) -> dict[str, float]:
             "ratio": pipeline / model_only, "workers": workers, "device": str(device)}
 
 
+def mean_rows(run_dir: Path) -> dict[str, dict[str, float]]:
+    """The mean rows at logit 0 of a run's results.csv: {'<model> <setting>': {metric: value}}."""
+    import csv
+
+    out = {}
+    for r in csv.DictReader(open(run_dir / "results.csv")):
+        if r["subset"] == "mean" and r["threshold_policy"] in ("logit0", "calibrated"):
+            out[f"{r['model']} {r['threshold_policy']} {r['postprocess']}"] = {
+                k: round(float(r[k]), 1) for k in ("AUC", "R.Acc", "F.Acc", "Acc")}
+    return out
+
+
+DEFAULT = ["demo.scale=bench"]
+
+
 def main() -> None:
-    overrides = sys.argv[1:]
+    overrides = sys.argv[1:] or DEFAULT
     out = Path("logs/bench") / time.strftime("%Y-%m-%d_%H-%M-%S")
     out.mkdir(parents=True, exist_ok=True)
     common = ["logger=csv", *overrides]
@@ -104,7 +122,8 @@ def main() -> None:
                    out, "single_online")
     rate = throughput([f"paths.root_dir={os.getcwd()}", *overrides])
     result = {"overrides": overrides, "single_s": single, "sweep_5x5_s": sweep, "sweep_ratio": sweep / single,
-              "single_online_s": online, "online_sweep_estimate_ratio": 25 * online / single, **rate}
+              "single_online_s": online, "online_sweep_estimate_ratio": 25 * online / single, **rate,
+              "results_cached": mean_rows(out / "single"), "results_online": mean_rows(out / "online")}
     (out / "bench.json").write_text(json.dumps(result, indent=2))
     table = "\n".join([
         "| measure | value |", "|---|---|",
@@ -116,6 +135,13 @@ def main() -> None:
         f"({100 * rate['ratio']:.0f} % reached; goal >= 90 %) |",
         f"| images, workers, device | {rate['images']}, {rate['workers']}, {rate['device']} |",
     ])
+    quality = ["", "| mean over subsets | cached AUC / R.Acc / F.Acc / Acc | online AUC / R.Acc / F.Acc / Acc |",
+               "|---|---|---|"]
+    for key, cached in result["results_cached"].items():
+        online_row = result["results_online"].get(key, {})
+        quality.append(f"| {key} | {' / '.join(str(v) for v in cached.values())} | "
+                       f"{' / '.join(str(v) for v in online_row.values())} |")
+    table += "\n".join(quality)
     (out / "bench.md").write_text(table + "\n")
     print(table)
     print(f"wrote {out / 'bench.json'}")

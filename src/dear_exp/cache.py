@@ -64,6 +64,15 @@ def files_fingerprint(paths: Iterable[Path]) -> str:
     return h.hexdigest()
 
 
+def touch(path: Path) -> None:
+    """Record the last use (task=cache prunes by it); an entry owned by another user of a shared
+    cache stays readable, its date just does not move."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
 @dataclass(frozen=True)
 class Entry:
     path: Path
@@ -120,7 +129,7 @@ class FeatureCache:
                         log.info("Cache hit  %s %s", kind, requests[i][1])
                     out[i] = self._load(paths[i])
                     if distributed.rank() == 0:
-                        os.utime(paths[i])  # last use, for task=cache task.action=prune
+                        touch(paths[i])
             if missing:
                 self.misses += len(missing)
                 if distributed.rank() == 0:

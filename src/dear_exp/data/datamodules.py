@@ -151,6 +151,7 @@ class DiagnosticDataModule(L.LightningDataModule):
     def train_dataloader(self, num_samples: int | None = None) -> DataLoader:
         assert self.dataset is not None
         rank, world = rank_world(self)
+        check_shardable(num_samples or len(self.dataset), self.batch_size, world, "diag_data")
         sampler = SeededSampler(len(self.dataset), self.seed + 1, num_samples=num_samples)
         return make_loader(self.dataset, self.num_workers, batch_sampler=ShardedBatches(sampler, self.batch_size, rank, world))
 

@@ -85,6 +85,7 @@ class FeatureRefitDataModule(L.LightningDataModule):
         n_train = len(self.train) // self.views
         check_shardable(n_train, self.batch_size, world, "train_data")
         main = ShardedBatches(ViewSampler(n_train, self.views, self.seed), self.batch_size, rank, world)
+        check_shardable(len(main) * self.inpaint_batch_size, self.inpaint_batch_size, world, "diag_data")
         n_inpaint = len(self.inpaint) // self.views
         inpaint_sampler = ViewSampler(n_inpaint, self.views, self.seed + 1, num_samples=len(main) * self.inpaint_batch_size)
         inpaint = ShardedBatches(inpaint_sampler, self.inpaint_batch_size, rank, world)
