@@ -31,7 +31,8 @@ def _digests(folder: Path) -> dict[str, str]:
 
 
 def test_scales_and_generators() -> None:
-    assert set(SCALES) == {"demo", "tiny"}
+    assert set(SCALES) == {"demo", "bench", "tiny"}
+    assert SCALES["bench"]["test_sizes"] == (224, 256)  # make bench: benchmark-like test sizes
     assert GENERATORS == ("gen_a", "gen_b", "gen_c")
     demo_cfg = SCALES["demo"]
     assert (demo_cfg["train_real"], demo_cfg["train_fake"], demo_cfg["inpaint"]) == (600, 600, 300)
