@@ -4,9 +4,9 @@
 basic launcher: the jobs run one after another in one process);  3. one online-mode run (the
 reference's way: a backbone pass at every training step);  4. evaluation throughput against the
 bare model at the same batches and sizes. Arguments are Hydra overrides for every run; the
-default, `demo.scale=bench`, is the demo with test images at 224/256 px (benchmark-like sizes,
-where the backbone dominates a run's cost); `python -m dear_exp.bench demo.scale=demo` measures
-the miniature demo itself. Writes bench.json and bench.md under
+default, `demo.scale=bench postprocess=robust`, is the demo with test images at 224/256 px
+(benchmark-like sizes, where the backbone dominates a run's cost) under the five robustness
+settings; `python -m dear_exp.bench demo.scale=demo` measures the miniature demo itself. Writes bench.json and bench.md under
 logs/bench/<time>/ and prints the table.
 """
 
@@ -104,7 +104,8 @@ def mean_rows(run_dir: Path) -> dict[str, dict[str, float]]:
     return out
 
 
-DEFAULT = ["demo.scale=bench"]
+# the robustness protocol DEAR is about (clean, JPEG 75, WebP 75, half-size resize, JPEG 50-95)
+DEFAULT = ["demo.scale=bench", "postprocess=robust"]
 
 
 def main() -> None:

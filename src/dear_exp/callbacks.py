@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import Callback
 from dear_exp import distributed
 from dear_exp.cache import files_fingerprint
 from dear_exp.data.datamodules import DiagnosticDataModule
+from dear_exp.data.folders import pair_files
 from dear_exp.detectors.base import Detector
 from dear_exp.errors import DearError
 from dear_exp.prune import build_mask
@@ -58,8 +59,7 @@ class DissectCallback(Callback):
         """What the RAD scores depend on besides the detector (the store adds the weights)."""
         d = self.diagnostic
         assert d is not None and d.dataset is not None
-        files = [f for p in d.dataset.pairs for f in (p.image, p.mask, p.alpha) if f is not None]
-        return {"files": files_fingerprint(files), "augment": repr(d.dataset.augment), "seed": d.seed,
+        return {"files": files_fingerprint(pair_files(d.dataset.pairs)), "augment": repr(d.dataset.augment), "seed": d.seed,
                 "batch_size": d.batch_size, "max_batches": d.dissect_max_batches, "augmented": d.dissect_augment,
                 "weight": d.rad_weight, "preprocess": dataclasses.asdict(d.preprocess)}
 

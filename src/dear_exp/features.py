@@ -20,7 +20,7 @@ from dear_exp import distributed
 from dear_exp.cache import FeatureCache, Tensors, files_fingerprint, module_fingerprint
 from dear_exp.data.datamodules import make_loader
 from dear_exp.data.datasets import EvalImages, InpaintImages, LabelledImages
-from dear_exp.data.images import Preprocess
+from dear_exp.data.folders import pair_files
 from dear_exp.data.samplers import SizeBucketBatchSampler
 from dear_exp.data.seeding import item_seed
 from dear_exp.detectors.base import Detector
@@ -90,7 +90,7 @@ def data_parts(dataset: Views | EvalImages) -> dict[str, Any]:
             files, labels = [s.path for s in inner.samples], [s.label for s in inner.samples]
             how = {"weight": None}
         else:
-            files = [f for p in inner.pairs for f in (p.image, p.mask, p.alpha) if f is not None]
+            files = pair_files(inner.pairs)
             labels, how = [], {"weight": inner.weight}
         how.update(augment=repr(inner.augment), seed=dataset.seed, views=dataset.views)
         preprocess = inner.preprocess

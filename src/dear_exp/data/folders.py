@@ -61,6 +61,11 @@ class InpaintPair:
     alpha: Path | None = None  # {stem}_alpha.png beside the mask: the compositing weight (make_inpaint save_alpha)
 
 
+def pair_files(pairs: list[InpaintPair]) -> list[Path]:
+    """Every file the pairs read (image, mask, alpha when present), in pair order."""
+    return [f for p in pairs for f in (p.image, p.mask, p.alpha) if f is not None]
+
+
 def inpaint_pairs(root: Path, image_dir: str, mask_dir: str, hint: str) -> list[InpaintPair]:
     """`{stem}_inpaint.*` images with their `{stem}_mask.*`; a missing mask is an error."""
     images = [p for p in list_images(root / image_dir, hint) if p.stem.endswith("_inpaint")]
