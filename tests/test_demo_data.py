@@ -200,7 +200,7 @@ def test_failed_build_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_unknown_scale_raises(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"unknown demo scale 'x'; choose one of: demo, tiny"):
+    with pytest.raises(ValueError, match=r"unknown demo scale 'x'; choose one of: demo, bench, tiny"):
         ensure_demo_data(tmp_path, scale="x")
     assert list(tmp_path.iterdir()) == []
 

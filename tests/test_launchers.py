@@ -38,6 +38,7 @@ def test_slurm_sweep_is_an_array_of_one_gpu_jobs():
 def test_joblib_runs_jobs_in_parallel_processes():
     cfg = _hydra("+launcher=joblib")
     assert "joblib" in cfg.hydra.launcher._target_.lower() and cfg.hydra.launcher.n_jobs == 2
+    assert cfg.num_workers == 0  # DataLoader workers cannot start inside loky workers
 
 
 @pytest.mark.slow

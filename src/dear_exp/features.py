@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from dear_exp import distributed
-from dear_exp.cache import FeatureCache, Tensors, files_fingerprint, module_fingerprint
+from dear_exp.cache import FeatureCache, Tensors, digest, files_fingerprint, module_fingerprint
 from dear_exp.data.datamodules import make_loader
 from dear_exp.data.datasets import EvalImages, InpaintImages, LabelledImages
 from dear_exp.data.folders import pair_files
@@ -94,7 +94,7 @@ def data_parts(dataset: Views | EvalImages) -> dict[str, Any]:
             labels, how = [], {"weight": inner.weight}
         how.update(augment=repr(inner.augment), seed=dataset.seed, views=dataset.views)
         preprocess = inner.preprocess
-    return {"files": files_fingerprint(files), "n": len(dataset), "labels": labels, "how": how,
+    return {"files": files_fingerprint(files), "n": len(dataset), "labels": digest(labels), "how": how,
             "preprocess": dataclasses.asdict(preprocess)}
 
 
