@@ -150,7 +150,7 @@ class FeatureCache:
     def _compute(compute: Callable[[list[int]], list[Tensors]], missing: list[int], collective: bool) -> list[Tensors]:
         if collective:
             return compute(missing)
-        return distributed.broadcast(compute(missing) if distributed.rank() == 0 else None)
+        return distributed.from_rank_zero(lambda: compute(missing))
 
     @staticmethod
     def _load(path: Path) -> Tensors:

@@ -77,7 +77,7 @@ class DissectCallback(Callback):
         if self.store is not None:
             out = self.store.rad(self.rad_parts(), compute)
         else:
-            out = distributed.broadcast(compute() if distributed.rank() == 0 else None)
+            out = distributed.from_rank_zero(compute)
         images, skipped, batches = (int(v) for v in out["stats"])
         return out["scores"], {"images": images, "skipped_no_foreground": skipped, "batches": batches}
 

@@ -7,6 +7,7 @@ each process runs alone. `rendezvous` makes that first call up front, so that ev
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import lightning as L
@@ -36,6 +37,11 @@ def broadcast(obj: T) -> T:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def from_rank_zero(compute: Callable[[], T]) -> T:
+    """`compute()` run by rank 0 alone, its result broadcast to every rank."""
+    return broadcast(compute() if rank() == 0 else None)  # type: ignore[arg-type]
 
 
 def all_gather(obj: T) -> list[T]:

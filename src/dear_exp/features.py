@@ -184,6 +184,11 @@ class FeatureStore:
         self._common: dict[str, Any] | None = None
 
     @property
+    def who(self) -> str:
+        """The detector and layer, as entries are described in `task=cache`'s listing."""
+        return f"{type(self.detector).__name__}@{self.detector.feature_layer}"
+
+    @property
     def common(self) -> dict[str, Any]:
         """Key parts every entry shares: the weights, the layer, the numerics."""
         if self._common is None:
@@ -201,14 +206,13 @@ class FeatureStore:
             extractor = FeatureExtractor(self.detector, logits=logits)
             return extract(self.trainer, extractor, [requests[i][1] for i in missing], batch_size, self.num_workers)
 
-        who = f"{type(self.detector).__name__}@{self.detector.feature_layer}"
-        keyed = [({**self.common, "logits": logits, **data_parts(ds)}, f"{who}: {describe}") for describe, ds in requests]
+        keyed = [({**self.common, "logits": logits, **data_parts(ds)}, f"{self.who}: {describe}")
+                 for describe, ds in requests]
         return self.cache.fetch_many(kind, keyed, compute)
 
     def rad(self, parts: dict[str, Any], compute: Any) -> Tensors:
         """RAD scores: computed by rank 0 alone (a plain loop, at most dissect_max_batches) and broadcast."""
-        who = f"{type(self.detector).__name__}@{self.detector.feature_layer}"
-        return self.cache.fetch("rad", {**self.common, **parts}, compute, f"{who}: RAD scores", collective=False)
+        return self.cache.fetch("rad", {**self.common, **parts}, compute, f"{self.who}: RAD scores", collective=False)
 
 
 def describe_cache(cache: FeatureCache) -> str:
