@@ -5,10 +5,11 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from dear_exp.callbacks import DissectCallback
 from dear_exp.data.datamodules import RefitDataModule
+from dear_exp.dissect import rad_scores
 from dear_exp.detectors import build_detector, preprocess_of
 from dear_exp.model import DEARModule
+from dear_exp.prune import channel_mask
 from dear_exp.tasks.common import train_datamodule
 from dear_exp.tasks.dear import diagnostic_datamodule
 from dear_exp.tasks.evaluation import benchmark_datamodule
@@ -35,9 +36,7 @@ def _trainer(tmp_path: Path, callbacks, **kw) -> L.Trainer:
 def test_mode_none_gives_the_detectors_own_logits_before_refit(compose_cfg, tiny_demo, tmp_path):
     cfg, detector, pre, data = _setup(compose_cfg, tiny_demo, "prune=none", "head.init=detector")
     model = DEARModule(detector, init="detector")
-    callback = DissectCallback(data.diagnostic, "none", 0.2, 0.8, 0)
-    # fit with zero steps runs the dissection callback (on_fit_start) and nothing else
-    _trainer(tmp_path, [callback], max_steps=0).fit(model, datamodule=data)
+    model.head.set_mask(channel_mask("none", None, 512, 0.2, 0.8, 0))
     assert model.head.mask.sum() == model.head.mask.numel()
     bench = benchmark_datamodule(cfg, pre)
     bench.setup("predict")
@@ -58,13 +57,15 @@ def test_only_the_head_trains_and_batchnorm_statistics_stay(compose_cfg, tiny_de
     assert trainable == {"head.linear.weight", "head.linear.bias"}
     before = {k: v.clone() for k, v in model.detector.state_dict().items()}
     head_before = model.head.linear.weight.clone()
-    callback = DissectCallback(data.diagnostic, "bilateral", 0.2, 0.8, 0)
-    _trainer(tmp_path, [callback], max_steps=3, limit_val_batches=1).fit(model, datamodule=data)
+    data.setup("fit")
+    scores, stats = rad_scores(data.diagnostic, model.detector, torch.device("cpu"))
+    model.head.set_mask(channel_mask("bilateral", scores, 512, 0.2, 0.8, 0))
+    _trainer(tmp_path, [], max_steps=3, limit_val_batches=1).fit(model, datamodule=data)
     after = model.detector.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), "the frozen detector changed"
     assert not torch.equal(head_before, model.head.linear.weight), "the head did not train"
     assert int(model.head.mask.sum()) == 512 - 2 * 102
-    assert callback.stats["images"] > 0
+    assert stats["images"] > 0
 
 
 def test_released_gate_becomes_the_mask_and_reproduces_the_release(tmp_path):
@@ -81,14 +82,13 @@ def test_released_gate_becomes_the_mask_and_reproduces_the_release(tmp_path):
     with torch.no_grad():
         detector.fc.weight.normal_()
     model = DEARModule(detector, init="detector")
-    trainer = L.Trainer(logger=False, enable_checkpointing=False, default_root_dir=tmp_path)
-    DissectCallback(None, "released", 0.2, 0.8, 0).on_fit_start(trainer, model)  # type: ignore[arg-type]
+    model.head.set_mask(channel_mask("released", None, 2048, 0.2, 0.8, 0, detector.released_mask()))
     assert torch.equal(model.head.mask, gate)
     x = torch.randn(2, 3, 32, 32)
     out = model.predict_step((x, torch.zeros(2), torch.arange(2)), 0)
     assert torch.allclose(out["dear"], out["base"], atol=1e-5)
     with pytest.raises(DearError, match="prune.mode=released needs a detector whose checkpoint ships a channel mask"):
-        DissectCallback(None, "released", 0.2, 0.8, 0).on_fit_start(trainer, DEARModule(NPR()))  # type: ignore[arg-type]
+        channel_mask("released", None, 512, 0.2, 0.8, 0, NPR().released_mask())
 
 
 def test_dissection_without_augmentation_reads_native_sizes(compose_cfg, tiny_demo):

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from dear_exp.data.datamodules import EvalSource
+from dear_exp.errors import DearError
 from dear_exp.metrics import best_threshold, bootstrap_intervals, detection_metrics, evaluate_predictions
 from dear_exp.report import compare_rows, markdown_table, plot_racc_facc, plot_severity, write_csv
 from tests.helpers import run_cli
@@ -130,3 +131,22 @@ def test_mean_rows_count_a_shared_real_set_once():
     rows = _rows()
     mean = next(r for r in rows if r["subset"] == "mean" and r["model"] == "base")
     assert mean["n_real"] == 3 and mean["real"] == "r" and mean["n_fake"] == 3 + 2 + 2
+
+
+def test_compare_over_seeds_gives_mean_and_sd_per_configuration(compose_cfg, tmp_path: Path):
+    from dear_exp.tasks.compare import run as compare
+
+    identity = {"task": "dear", "detector": "npr", "benchmark": "demo", "prune_mode": "bilateral", "alpha_high": "0.8"}
+    aucs = {("0.2", 0): 80.0, ("0.2", 1): 84.0, ("0.2", 2): 82.0, ("0.1", 0): 70.0, ("0.1", 1): 71.0}
+    for (alpha, seed), auc in aucs.items():
+        rows = [{"model": "dear", "threshold_policy": "logit0", "postprocess": "clean", "subset": "mean",
+                 "AUC": auc, "AP": 1.0, "R.Acc": 1.0, "F.Acc": 1.0, "Acc": 1.0, "Gap": 0.0}]
+        write_csv(tmp_path / "runs" / f"{alpha}_{seed}" / "results.csv", rows, {**identity, "alpha_low": alpha, "seed": seed})
+    cfg = compose_cfg("task=compare", f"task.runs=[{tmp_path}/runs/*]", "task.over_seeds=true")
+    compare(cfg)
+    md = (Path(cfg.paths.output_dir) / "compare.md").read_text()
+    assert "dear npr demo bilateral 0.2/0.8 (seeds 0,1,2)" in md and "**82.0 ± 2.0**" in md
+    assert "dear npr demo bilateral 0.1/0.8 (seeds 0,1)" in md and "70.5 ± 0.7" in md
+    write_csv(tmp_path / "runs" / "again" / "results.csv", rows, {**identity, "alpha_low": "0.1", "seed": 1})
+    with pytest.raises(DearError, match="share a configuration and a seed"):
+        compare(cfg)

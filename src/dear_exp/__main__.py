@@ -34,8 +34,13 @@ def _sweep_job() -> str:
     return str(hc.job.num) if hc.mode == RunMode.MULTIRUN else Path(hc.run.dir).name
 
 
+def cores() -> int:
+    """The cores this process may use (its CPU affinity: a SLURM allocation, not the whole node)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def register_resolvers() -> None:
-    for name, fn in (("sweep_group", _sweep_group), ("sweep_job", _sweep_job), ("cwd", os.getcwd)):
+    for name, fn in (("sweep_group", _sweep_group), ("sweep_job", _sweep_job), ("cwd", os.getcwd), ("cores", cores)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 
@@ -61,6 +66,19 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 
 
+def set_threads(threads: int) -> None:
+    """torch's CPU threads, set from the config: float results on the CPU depend on them. Exported
+    as OMP_NUM_THREADS too, so that ranks Lightning starts inherit them (it would pick its own)."""
+    import torch
+
+    if not isinstance(threads, int) or threads < 1:
+        raise DearError(f"threads={threads!r} must be a whole number of CPU threads >= 1 (default: the cores this "
+                        "process may use)")
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+    log.info("torch uses %d CPU thread(s) (`threads`: recorded in the run identity and the feature cache key)", threads)
+
+
 def run_task(cfg: DictConfig) -> dict[str, Any]:
     from dear_exp.tasks import cache, census, compare, dear, evaluate, predict, train_base
     from dear_exp.tasks import export
@@ -80,6 +98,7 @@ def run_task(cfg: DictConfig) -> dict[str, Any]:
     }
     if cfg.task.name not in tasks:
         raise DearError(f"task={cfg.task.name} is not one of {', '.join(tasks)}")
+    set_threads(cfg.threads)
     try:
         return tasks[cfg.task.name](cfg)
     finally:

@@ -190,13 +190,17 @@ class FeatureStore:
 
     @property
     def common(self) -> dict[str, Any]:
-        """Key parts every entry shares: the weights, the layer, the numerics."""
+        """Key parts every entry shares: the weights, the layer, the numerics (on the CPU, the thread
+        count moves float results; on a GPU the CPU threads do not touch them)."""
         if self._common is None:
+            device = self.trainer.strategy.root_device.type
             self._common = {
                 "detector": module_fingerprint(self.detector), "class": type(self.detector).__name__,
                 "layer": self.detector.feature_layer, "precision": str(self.trainer.precision),
-                "device": self.trainer.strategy.root_device.type, "torch": torch.__version__.split("+")[0],
+                "device": device, "torch": torch.__version__.split("+")[0],
             }
+            if device == "cpu":
+                self._common["threads"] = torch.get_num_threads()
         return self._common
 
     def rows(self, kind: str, requests: list[tuple[str, Views | EvalImages]], logits: bool,

@@ -15,12 +15,15 @@ from dear_exp.errors import DearError
 
 
 class MaskedLinearHead(nn.Module):
-    """head(pool(m*F)) = linear(m * pool(F)); the channel mask is a buffer, saved in checkpoints."""
+    """head(pool(m*F)) = linear(m * pool(F)); the channel mask is a buffer, saved in checkpoints.
 
-    def __init__(self, channels: int) -> None:
+    `dtype` float64 for a solved head (refit.newton_fit): its weights carry the folded
+    standardisation, whose float32 rounding would move logits by ~1e-5 of the sum |w_k x_k|."""
+
+    def __init__(self, channels: int, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
-        self.linear = nn.Linear(channels, 1)
-        self.register_buffer("mask", torch.ones(channels))
+        self.linear = nn.Linear(channels, 1, dtype=dtype)
+        self.register_buffer("mask", torch.ones(channels, dtype=dtype))
 
     def set_mask(self, mask: torch.Tensor) -> None:
         if mask.shape != self.mask.shape:
@@ -28,7 +31,7 @@ class MaskedLinearHead(nn.Module):
         self.mask.copy_(mask.to(self.mask))
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.linear(pooled * self.mask).squeeze(1)
+        return self.linear(pooled.to(self.mask.dtype) * self.mask).squeeze(1)
 
 
 def balanced_accuracy() -> MulticlassAccuracy:

@@ -9,8 +9,8 @@ import torch
 from dear_exp.errors import DearError
 
 MODES: tuple[str, ...] = ("bilateral", "high", "low", "random", "none")
-# `released`: no dissection, the mask a released DEAR checkpoint ships (DissectCallback handles it)
-CALLBACK_MODES: tuple[str, ...] = (*MODES, "released")
+# `released`: no dissection, the mask a released DEAR checkpoint ships (`channel_mask`)
+ALL_MODES: tuple[str, ...] = (*MODES, "released")
 
 
 def validate_levels(alpha_low: float, alpha_high: float) -> None:
@@ -61,11 +61,40 @@ def build_mask(
     n_low, n_high = prune_counts(c, alpha_low, alpha_high)
     order = torch.argsort(scores.detach().float().cpu(), stable=True)
     if mode == "random":
-        gen = torch.Generator().manual_seed(seed)
-        mask[torch.randperm(c, generator=gen)[: n_low + n_high]] = 0
-        return mask
+        return random_mask(c, n_low + n_high, seed)
     if mode in ("bilateral", "low") and n_low:
         mask[order[:n_low]] = 0
     if mode in ("bilateral", "high") and n_high:
         mask[order[c - n_high :]] = 0
     return mask
+
+
+def random_mask(channels: int, pruned: int, seed: int) -> torch.Tensor:
+    """A mask with `pruned` channels, chosen with `seed`, set to 0: the control for any mask that prunes as many."""
+    mask = torch.ones(channels)
+    mask[torch.randperm(channels, generator=torch.Generator().manual_seed(seed))[:pruned]] = 0
+    return mask
+
+
+def channel_mask(mode: str, scores: torch.Tensor | None, channels: int, alpha_low: float, alpha_high: float,
+                 seed: int, released: torch.Tensor | None = None) -> torch.Tensor:
+    """The mask of any prune mode: `none` keeps all, `released` is the checkpoint's own gate (given as
+    `released`), the others rank the RAD `scores`."""
+    if mode == "none":
+        return torch.ones(channels)
+    if mode == "released":
+        if released is None:
+            raise DearError("prune.mode=released needs a detector whose checkpoint ships a channel mask (dear_c, dear_r); "
+                            "this one has none: use prune=bilateral")
+        return released.float().cpu()
+    if mode == "random":
+        n_low, n_high = prune_counts(channels, alpha_low, alpha_high)
+        return random_mask(channels, n_low + n_high, seed)
+    if scores is None:
+        raise ValueError(f"prune.mode={mode} ranks RAD scores: dissect first")
+    return build_mask(scores, mode, alpha_low, alpha_high, seed)
+
+
+def needs_rad(mode: str) -> bool:
+    """Whether a prune mode ranks RAD scores (random prunes as many as bilateral would, but needs none)."""
+    return mode not in ("none", "released", "random")

@@ -12,7 +12,10 @@ import torch
 from dear_exp.files import write_atomic  # noqa: F401  (the report's writes; re-exported)
 from dear_exp.metrics import METRICS
 
-MODEL_NAMES = {"base": "Base", "dear": "DEAR"}
+# the detector as released, and the refitted heads of a task=dear run: the controls `refit` (no channel
+# pruned) and `random` (as many channels pruned at random as DEAR prunes), and DEAR itself
+MODEL_NAMES = {"base": "Base", "refit": "Refit", "random": "Random", "dear": "DEAR"}
+COLOURS = {"base": "#4C72B0", "refit": "#55A868", "random": "#8C8C8C", "dear": "#C44E52"}
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
@@ -83,17 +86,18 @@ def _policies(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def table_cells(rows: list[dict[str, Any]], policy: str = "logit0") -> dict[str, tuple[list[str], list[list[str]]]]:
-    """Per post-processing setting: a header and one line per subset, the models side by side."""
+    """Per post-processing setting: a header and one line per subset and model, the models of a
+    subset one under the other."""
     rows = [r for r in rows if r.get("threshold_policy", "logit0") == policy]
     models = list(dict.fromkeys(r["model"] for r in rows))
     index = {(r["model"], r["postprocess"], r["subset"]): r for r in rows}
     tables = {}
     for setting in dict.fromkeys(r["postprocess"] for r in rows):
-        head = ["subset"] + [f"{MODEL_NAMES.get(m, m)} {k}" for m in models for k in METRICS]
         lines = []
         for subset in dict.fromkeys(r["subset"] for r in rows if r["postprocess"] == setting):
-            lines.append([subset] + [f"{index[(m, setting, subset)][k]:.1f}" for m in models for k in METRICS])
-        tables[setting] = (head, lines)
+            lines += [[subset, MODEL_NAMES.get(m, m)] + [f"{index[(m, setting, subset)][k]:.1f}" for k in METRICS]
+                      for m in models if (m, setting, subset) in index]
+        tables[setting] = (["subset", "model", *METRICS], lines)
     return tables
 
 
@@ -115,13 +119,14 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=max(160, Console().width))
+    console = Console(width=max(120, Console().width))
     for setting, (head, lines) in table_cells(rows, "logit0").items():
         table = Table(title=f"post-processing: {setting} (threshold: logit 0)")
         for i, name in enumerate(head):
-            table.add_column(name.replace(" ", "\n", 1), justify="left" if i == 0 else "right")
-        for line in lines:
-            table.add_row(*line, style="bold" if line[0].startswith("mean") else None)
+            table.add_column(name, justify="left" if i < 2 else "right")
+        for i, line in enumerate(lines):  # a rule under each subset's models
+            table.add_row(*line, style="bold" if line[0].startswith("mean") else None,
+                          end_section=i + 1 == len(lines) or lines[i + 1][0] != line[0])
         console.print(table)
     others = [p for p in _policies(rows) if p != "logit0"]
     if others:
@@ -147,7 +152,7 @@ def _figure(path: Path, fig: Any) -> None:
 
 def plot_racc_facc(path: Path, rows: list[dict[str, Any]], title: str) -> None:
     """R.Acc against F.Acc per generator at logit 0: one colour per model, one marker per
-    post-processing setting, an arrow from the base detector to DEAR where both exist."""
+    post-processing setting, an arrow from the base detector to the run's own model (the last one)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -157,7 +162,7 @@ def plot_racc_facc(path: Path, rows: list[dict[str, Any]], title: str) -> None:
     settings = list(dict.fromkeys(r["postprocess"] for r in rows))
     models = list(dict.fromkeys(r["model"] for r in rows))
     markers = "os^Dvx+*<>ph"
-    colours = {"base": "#4C72B0", "dear": "#C44E52"}
+    target = models[-1]
     fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=120)
     ax.plot([0, 100], [100, 0], color="0.8", lw=0.8, ls="--")
     index = {(r["model"], r["postprocess"], r["subset"]): r for r in rows}
@@ -165,10 +170,10 @@ def plot_racc_facc(path: Path, rows: list[dict[str, Any]], title: str) -> None:
         for model in models:
             pts = [r for r in rows if r["model"] == model and r["postprocess"] == setting]
             ax.scatter([r["R.Acc"] for r in pts], [r["F.Acc"] for r in pts], marker=markers[si % len(markers)],
-                       color=colours.get(model, "0.3"), label=f"{MODEL_NAMES.get(model, model)}, {setting}", s=36)
-            if model == "base" and "dear" in models:
+                       color=COLOURS.get(model, "0.3"), label=f"{MODEL_NAMES.get(model, model)}, {setting}", s=36)
+            if model == "base" and target != "base":
                 for r in pts:
-                    d = index.get(("dear", setting, r["subset"]))
+                    d = index.get((target, setting, r["subset"]))
                     if d:
                         ax.annotate("", xy=(d["R.Acc"], d["F.Acc"]), xytext=(r["R.Acc"], r["F.Acc"]),
                                     arrowprops={"arrowstyle": "->", "color": "0.55", "lw": 0.7})
@@ -200,7 +205,8 @@ def plot_severity(path: Path, rows: list[dict[str, Any]], title: str) -> None:
             for group in groups:
                 pts = {r["postprocess"]: r[metric] for r in means if r["model"] == model and r["subset"] == group}
                 label = MODEL_NAMES.get(model, model) + ("" if len(groups) == 1 else f" {group}")
-                ax.plot(range(len(settings)), [pts.get(s, float("nan")) for s in settings], marker="o", label=label)
+                ax.plot(range(len(settings)), [pts.get(s, float("nan")) for s in settings], marker="o", label=label,
+                        color=COLOURS.get(model) if len(groups) == 1 else None)
         ax.set_xticks(range(len(settings)), settings, rotation=45, ha="right", fontsize=7)
         ax.set_title(metric)
         ax.set_ylim(-2, 102)
@@ -210,24 +216,30 @@ def plot_severity(path: Path, rows: list[dict[str, Any]], title: str) -> None:
     _figure(path, fig)
 
 
-def compare_rows(tables: list[tuple[str, list[dict[str, str]]]]) -> tuple[list[str], list[list[str]], set[tuple[int, int]]]:
+def compare_rows(tables: list[tuple[str, list[dict[str, Any]]]]) -> tuple[list[str], list[list[str]], set[tuple[int, int]]]:
     """One table from several runs' results.csv: a line per (run, model, threshold policy, setting,
     mean row) with the mean metrics, and the best cells: per metric among the lines that share a
-    policy, setting and subset (highest, except Gap: closest to 0)."""
+    policy, setting and subset (highest, except Gap: closest to 0). Rows aggregated over seeds carry
+    `<metric>_sd`: their cells read `mean ± sd` and the best is chosen on the means, rounded as shown."""
     head = ["run", "model", "policy", "post-processing", "subset", *METRICS]
     lines: list[list[str]] = []
+    values: list[list[float]] = []
     for label, rows in tables:
         for r in rows:
             if str(r["subset"]).startswith("mean"):
+                means = [round(float(r[k]), 1) for k in METRICS]
+                cells = [f"{m:.1f}" + (f" ± {float(r[k + '_sd']):.1f}" if k + "_sd" in r else "")
+                         for m, k in zip(means, METRICS)]
                 lines.append([label, MODEL_NAMES.get(r["model"], r["model"]), r.get("threshold_policy", "logit0"),
-                              r["postprocess"], r["subset"], *(f"{float(r[k]):.1f}" for k in METRICS)])
+                              r["postprocess"], r["subset"], *cells])
+                values.append(means)
     best: set[tuple[int, int]] = set()
     comparable: dict[tuple[str, ...], list[int]] = {}
     for i, line in enumerate(lines):
         comparable.setdefault(tuple(line[2:5]), []).append(i)
     for members in comparable.values():
-        for j, metric in enumerate(METRICS, start=5):
-            keys = {i: abs(float(lines[i][j])) if metric == "Gap" else -float(lines[i][j]) for i in members}
+        for j, metric in enumerate(METRICS):
+            keys = {i: abs(values[i][j]) if metric == "Gap" else -values[i][j] for i in members}
             top = min(keys.values())
-            best |= {(i, j) for i, k in keys.items() if k == top}
+            best |= {(i, j + 5) for i, k in keys.items() if k == top}
     return head, lines, best

@@ -83,6 +83,17 @@ def log_config(loggers: list[Any], cfg: DictConfig) -> None:
         lg.log_hyperparams(params)  # type: ignore[arg-type]
 
 
+def log_summary(loggers: list[Any], metrics: dict[str, float]) -> None:
+    """Final figures of a run: logged, and W&B's run summary set to them (it would otherwise keep the
+    last value logged under a key, e.g. the last epoch's val/bacc instead of the kept epoch's)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for lg in loggers:
+        lg.log_metrics(metrics)
+        if isinstance(lg, WandbLogger):
+            lg.experiment.summary.update(metrics)
+
+
 def finish_wandb() -> None:
     """One W&B run per job: close it even when the job failed."""
     import sys

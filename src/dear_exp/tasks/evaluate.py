@@ -33,8 +33,9 @@ from dear_exp.tasks.evaluation import (
 log = logging.getLogger(__name__)
 
 
-def load_head(head: MaskedLinearHead, path: Path) -> None:
-    """A `head.safetensors` written by task=dear (weight, bias, mask) onto this detector's layer."""
+def load_head(channels: int, path: Path) -> MaskedLinearHead:
+    """A `head.safetensors` written by task=dear (weight, bias, mask) for this detector's layer, in the
+    precision it was saved in (a solved head is float64)."""
     from safetensors.torch import load_file
 
     if not path.is_file():
@@ -43,15 +44,15 @@ def load_head(head: MaskedLinearHead, path: Path) -> None:
         tensors = load_file(str(path))
     except Exception as exc:
         raise DearError(f"cannot read DEAR head {path} ({exc}); give the head.safetensors of a task=dear run") from None
-    expected = {"weight": head.linear.weight.shape, "bias": head.linear.bias.shape, "mask": head.mask.shape}
+    expected = {"weight": (1, channels), "bias": (1,), "mask": (channels,)}
     got = {k: tuple(v.shape) for k, v in tensors.items()}
-    if set(got) != set(expected) or any(tuple(expected[k]) != got[k] for k in expected):
-        raise DearError(
-            f"DEAR head {path} has {got}, this detector's layer needs "
-            f"{ {k: tuple(v) for k, v in expected.items()} }; use the head of a run with the same detector and layer"
-        )
+    if got != expected:
+        raise DearError(f"DEAR head {path} has {got}, this detector's layer needs {expected}; "
+                        "use the head of a run with the same detector and layer")
+    head = MaskedLinearHead(channels, dtype=tensors["weight"].dtype)
     head.linear.load_state_dict({"weight": tensors["weight"], "bias": tensors["bias"]})
     head.set_mask(tensors["mask"])
+    return head
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -62,10 +63,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     preprocess = preprocess_of(cfg.detector)
     log.info("Loading detector %s from %s", cfg.detector.name, cfg.detector.checkpoint)
     detector = build_detector(cfg.detector)
-    head = None
-    if cfg.task.get("head"):
-        head = MaskedLinearHead(detector.feature_channels)
-        load_head(head, Path(cfg.task.head))
+    heads = {"dear": load_head(detector.feature_channels, Path(cfg.task.head))} if cfg.task.get("head") else {}
     benchmark = benchmark_datamodule(cfg, preprocess)
     benchmark.setup("predict")
     loggers = instantiate_group(cfg.get("logger"), "logger")
@@ -80,9 +78,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         data = train_datamodule(cfg, preprocess, cfg.augment, cfg.benchmark.batch_size)
         data.setup("validate")
         assert data.val_set is not None
-        calibrated = calibration_thresholds(store, data.val_set.samples, preprocess, head, cfg.seed,
+        calibrated = calibration_thresholds(store, data.val_set.samples, preprocess, heads, cfg.seed,
                                             cfg.benchmark.batch_size)
-    rows = evaluate(store, benchmark, head, policies, calibrated, cfg.task.bootstrap, cfg.seed)
+    rows = evaluate(store, benchmark, heads, policies, calibrated, cfg.task.bootstrap, cfg.seed)
     log.info("Feature cache: %s", describe_cache(store.cache))
     if not trainer.is_global_zero:
         return {}

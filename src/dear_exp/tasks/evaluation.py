@@ -36,30 +36,34 @@ def validate_evaluation(task: DictConfig) -> None:
 
 
 def run_identity(cfg: DictConfig, task: str) -> dict[str, Any]:
-    """The config keys that tell one run's rows from another's in a combined results table."""
+    """The config keys that tell one run's rows from another's in a combined results table. Alpha
+    levels only where the prune mode reads them, the solver only where a head was refitted."""
     net = cfg.detector.net
+    refits = task == "dear"
+    levels = refits and cfg.prune.mode not in ("none", "released")
     return {
         "task": task, "detector": cfg.detector.name, "layer": net.get("feature_layer", net.get("block", "")),
-        "benchmark": cfg.benchmark.name, "prune_mode": cfg.prune.mode,
-        "alpha_low": cfg.prune.alpha_low, "alpha_high": cfg.prune.alpha_high, "seed": cfg.seed,
+        "benchmark": cfg.benchmark.name, "prune_mode": cfg.prune.mode if refits else "",
+        "alpha_low": cfg.prune.alpha_low if levels else "", "alpha_high": cfg.prune.alpha_high if levels else "",
+        "solver": f"{cfg.head.solver}-{cfg.head.mode}" if refits else "", "seed": cfg.seed, "threads": cfg.threads,
     }
 
 
-def model_logits(rows: dict[str, torch.Tensor], head: torch.nn.Module | None) -> dict[str, torch.Tensor]:
-    """The detector's own logit and, with a head, the DEAR logit: both from one cached pass."""
+def model_logits(rows: dict[str, torch.Tensor], heads: dict[str, torch.nn.Module]) -> dict[str, torch.Tensor]:
+    """The detector's own logit and each head's logit: all from one cached pass."""
     out = {"base": rows["logit"], "label": rows["label"]}
-    if head is not None:
-        out["dear"] = head_logits(head, rows["pooled"])
+    for name, head in heads.items():
+        out[name] = head_logits(head, rows["pooled"])
     return out
 
 
 def calibration_thresholds(store: FeatureStore, samples: list[Sample], preprocess: Preprocess,
-                           head: torch.nn.Module | None, seed: int, batch_size: int = 64) -> dict[str, float]:
+                           heads: dict[str, torch.nn.Module], seed: int, batch_size: int = 64) -> dict[str, float]:
     """Per model, the threshold that maximises balanced accuracy on validation images, scored the
     way the test set is (native size, no post-processing): chosen before the test set is seen."""
     dataset = EvalImages(samples, Chain("clean", [], seed), preprocess)
     rows = store.rows("images", [("train_data val [clean, calibration]", dataset)], logits=True, batch_size=batch_size)
-    logits = model_logits(rows[0], head)
+    logits = model_logits(rows[0], heads)
     labels = logits.pop("label")
     if not (labels == 0).any() or not (labels == 1).any():
         raise DearError("the calibrated threshold needs real and fake validation images; "
@@ -70,16 +74,16 @@ def calibration_thresholds(store: FeatureStore, samples: list[Sample], preproces
     return thresholds
 
 
-def evaluate(store: FeatureStore, benchmark: BenchmarkDataModule, head: torch.nn.Module | None,
+def evaluate(store: FeatureStore, benchmark: BenchmarkDataModule, heads: dict[str, torch.nn.Module],
              policies: tuple[str, ...] = ("logit0",), calibrated: dict[str, float] | None = None,
              bootstrap: int = 0, seed: int = 0) -> list[dict[str, Any]]:
     """Every source under every post-processing setting from the cache (one backbone pass each,
     shared by every head of a sweep), then the metrics per subset and policy."""
-    models = ("base", "dear") if head is not None else ("base",)
+    models = ("base", *heads)
     log.info("Evaluating %s on %s under %s", "/".join(models), benchmark.name, ", ".join(benchmark.settings))
     requests = [(f"{benchmark.name}/{s.source} [{s.setting}]", ds) for s, ds in zip(benchmark.sources, benchmark.datasets)]
     rows = store.rows("images", requests, logits=True, batch_size=benchmark.batch_size)  # type: ignore[arg-type]
-    outputs = [[model_logits(r, head)] for r in rows]
+    outputs = [[model_logits(r, heads)] for r in rows]
     return evaluate_predictions(benchmark.sources, outputs, benchmark.subsets, models,
                                 groups=getattr(benchmark, "groups", None), policies=policies,
                                 calibrated=calibrated, bootstrap=bootstrap, seed=seed)

@@ -41,7 +41,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     model = DEARModule(build_detector(cfg.detector))
     heads = ("base",)
     if cfg.task.get("head"):
-        load_head(model.head, Path(cfg.task.head))
+        model.head = load_head(model.detector.feature_channels, Path(cfg.task.head))
         heads = ("base", "dear")
     dataset = EvalImages(samples, Chain("none", [], cfg.seed), preprocess_of(cfg.detector))
     batches = SizeBucketBatchSampler(dataset.final_sizes(), cfg.task.batch_size)  # equal sizes batch together

@@ -66,6 +66,7 @@ def training_settings(cfg: DictConfig) -> dict[str, object]:
         "train_data": {k: OmegaConf.to_container(cfg.train_data, resolve=True)[k] for k in ("root", "train", "val")},
         "trainer": {k: v for k, v in limits.items() if v is not None},
         "seed": cfg.seed,
+        "threads": cfg.threads,
     }
 
 

@@ -1,0 +1,195 @@
+"""The converged head refit: the solver against an independent solver, the standardisation fold,
+convergence reporting, and the controls of a task=dear run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dear_exp.__main__ import run_task
+from dear_exp.refit import newton_fit
+
+
+def _problem(seed: int = 0, channels: int = 12):
+    """A small, non-separable problem on features of mixed scale and offset (as pooled ReLU maps are)."""
+    gen = torch.Generator().manual_seed(seed)
+    scale = torch.linspace(0.2, 5.0, channels)
+
+    def rows(n: int, p_fake: float) -> dict[str, torch.Tensor]:
+        y = (torch.rand(n, generator=gen) < p_fake).float()
+        x = torch.randn(n, channels, generator=gen) * scale + 3.0 + 0.8 * y.unsqueeze(1) * torch.randn(channels, generator=gen)
+        return {"pooled": x.float(), "label": y}
+
+    mask = torch.ones(channels)
+    mask[[1, 4, 7, 10]] = 0
+    return rows(300, 0.5), rows(120, 0.8), rows(100, 0.5), mask
+
+
+def _sklearn_fit(train, inpaint, mask, inpaint_weight: float, l2: float):
+    """scikit-learn's logistic regression on the same objective: standardised kept features, sample
+    weights 1/N_train and w/N_inpaint, C = 1/l2 (sklearn: C * sum(s_i * loss_i) + |v|^2 / 2)."""
+    from sklearn.linear_model import LogisticRegression
+
+    kept = mask.bool().numpy()
+    x = train["pooled"].double().numpy()[:, kept]
+    mu, sd = x.mean(0), x.std(0)
+    z = np.vstack([(x - mu) / sd, (inpaint["pooled"].double().numpy()[:, kept] - mu) / sd])
+    y = np.concatenate([train["label"].numpy(), inpaint["label"].numpy()])
+    weights = np.concatenate([np.full(len(x), 1 / len(x)), np.full(len(inpaint["label"]), inpaint_weight / len(inpaint["label"]))])
+    clf = LogisticRegression(C=1 / l2, tol=1e-12, max_iter=100_000).fit(z, y, sample_weight=weights)
+    return clf, mu, sd
+
+
+def test_newton_equals_sklearn_with_the_inpaint_term_and_the_mask():
+    train, inpaint, val, mask = _problem()
+    fit = newton_fit(train, inpaint, val, mask, inpaint_weight=0.7, l2=[0.05])
+    clf, mu, sd = _sklearn_fit(train, inpaint, mask, 0.7, 0.05)
+    assert fit.chosen.converged and fit.chosen.grad_max <= 1e-9
+    d = int(mask.sum())
+    # the same optimum: standardised weights and bias within 1e-6 (sklearn converged to tol 1e-12)
+    assert np.allclose(fit.theta[:d].numpy(), clf.coef_[0], rtol=0, atol=1e-6), (fit.theta[:d], clf.coef_)
+    assert abs(float(fit.theta[d]) - float(clf.intercept_[0])) < 1e-6
+    # and so the same logits on unseen rows through the saved (folded) head
+    kept = mask.bool().numpy()
+    expected = clf.decision_function((val["pooled"].double().numpy()[:, kept] - mu) / sd)
+    with torch.no_grad():
+        got = fit.head(val["pooled"]).numpy()
+    assert np.abs(got - expected).max() < 1e-5
+    # the pruned channels carry no weight
+    assert torch.all(fit.head.linear.weight[0, ~mask.bool()] == 0)
+
+
+def test_the_grid_keeps_the_l2_with_the_lowest_validation_bce():
+    train, inpaint, val, mask = _problem(seed=1)
+    grid = [1.0, 0.1, 0.01, 0.001]
+    fit = newton_fit(train, inpaint, val, mask, 1.0, grid)
+    assert [s.l2 for s in fit.path] == sorted(grid)
+    assert all(s.converged for s in fit.path)
+    losses = {}
+    for l2 in grid:  # each strength solved independently by sklearn, validated by hand
+        clf, mu, sd = _sklearn_fit(train, inpaint, mask, 1.0, l2)
+        z = clf.decision_function((val["pooled"].double().numpy()[:, mask.bool().numpy()] - mu) / sd)
+        y = val["label"].numpy()
+        losses[l2] = float(np.mean(np.logaddexp(0, z) - y * z))
+    for solve in fit.path:
+        assert solve.val_loss == pytest.approx(losses[solve.l2], abs=1e-6)
+    assert fit.chosen.l2 == min(losses, key=losses.get)
+
+
+def test_the_saved_head_reproduces_the_solver_logits_after_the_fold():
+    train, inpaint, val, mask = _problem(seed=2, channels=40)
+    fit = newton_fit(train, inpaint, val, torch.ones(40), 1.0, [1e-4])  # weak L2: large, cancelling weights
+    for rows in (train, inpaint, val):
+        with torch.no_grad():
+            head = fit.head(rows["pooled"])
+        assert (head - fit.logits(rows["pooled"])).abs().max() < 1e-5
+    # a start from the detector's own head changes where Newton starts, not where it ends
+    again = newton_fit(train, inpaint, val, torch.ones(40), 1.0, [1e-4], init=fit.head)
+    assert again.chosen.iterations < fit.chosen.iterations
+    assert torch.allclose(again.theta, fit.theta, atol=1e-7)
+
+
+def test_an_unconverged_solve_is_a_warning_with_its_numbers(caplog):
+    train, inpaint, val, mask = _problem()
+    with caplog.at_level(logging.WARNING, logger="dear_exp.refit"):
+        fit = newton_fit(train, inpaint, val, mask, 1.0, [1e-3], max_iter=1)
+    assert not fit.chosen.converged and fit.chosen.iterations == 1
+    message = caplog.records[-1].getMessage()
+    assert "did not converge at l2=0.001" in message and "1 Newton iterations" in message and "max |gradient|" in message
+
+
+def _views(cache: Path) -> dict[str, dict[str, torch.Tensor]]:
+    from safetensors import safe_open
+
+    rows = {}
+    for path in sorted((cache / "views").glob("*.safetensors")):
+        with safe_open(str(path), "pt") as f:
+            describe = f.metadata()["describe"]
+        rows["val" if "val" in describe else "inpaint" if "inpaint" in describe else "train"] = load_file(path)
+    return rows
+
+
+def test_dear_run_fits_the_controls_and_the_refit_matches_a_reference_fit(compose_cfg, tiny_demo: Path, tmp_path: Path):
+    root = tmp_path / "root"
+    shutil.copytree(tiny_demo, root)
+    cfg = compose_cfg("+experiment=demo", "+debug=default", "postprocess=clean", root=root)
+    run_task(cfg)
+    out = Path(cfg.paths.output_dir)
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert list(dict.fromkeys(r["model"] for r in rows)) == ["base", "refit", "random", "dear"]
+    fits = [r for r in csv.DictReader(open(out / "refit.csv")) if r["chosen"] == "True"]
+    assert [f["model"] for f in fits] == ["refit", "random", "dear"]
+    assert all(f["converged"] == "True" and float(f["grad_max"]) <= 1e-9 for f in fits)
+    heads = {name: load_file(out / f) for name, f in
+             (("refit", "head_refit.safetensors"), ("random", "head_random.safetensors"), ("dear", "head.safetensors"))}
+    assert int(heads["refit"]["mask"].sum()) == 512
+    assert int(heads["random"]["mask"].sum()) == int(heads["dear"]["mask"].sum()) == 512 - 2 * 102
+    assert not torch.equal(heads["random"]["mask"], heads["dear"]["mask"])
+    # the refit control against scikit-learn on the very rows the run cached, at the L2 it chose
+    views = _views(Path(cfg.cache.dir))
+    refit = fits[0]
+    clf, mu, sd = _sklearn_fit(views["train"], views["inpaint"], torch.ones(512), 1.0, float(refit["l2"]))
+    z = clf.decision_function((views["val"]["pooled"].double().numpy() - mu) / sd)
+    y = views["val"]["label"].numpy()
+    reference = 0.5 * ((z[y == 0] < 0).mean() + (z[y == 1] > 0).mean())
+    assert abs(float(refit["val_bacc"]) - reference) <= 0.02
+    assert float(refit["val_bacc"]) != 0.5
+    with torch.no_grad():
+        logits = heads["refit"]["weight"].double() @ views["val"]["pooled"].double().T + heads["refit"]["bias"].double()
+    assert np.abs(logits.numpy()[0] - z).max() < 1e-5
+
+
+def test_prune_none_is_the_refit_alone_and_says_so(compose_cfg, tiny_demo: Path, tmp_path: Path):
+    root = tmp_path / "root"
+    shutil.copytree(tiny_demo, root)
+    cfg = compose_cfg("+experiment=demo", "+debug=default", "postprocess=clean", "prune=none", root=root)
+    run_task(cfg)
+    out = Path(cfg.paths.output_dir)
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert {r["model"] for r in rows} == {"base", "refit"}
+    assert {(r["prune_mode"], r["alpha_low"], r["alpha_high"]) for r in rows} == {("none", "", "")}
+    assert not (out / "rad_hist.png").exists()
+    assert int(load_file(out / "head.safetensors")["mask"].sum()) == 512
+
+
+def test_controls_off_and_the_adam_recipe_keeps_its_best_epoch(compose_cfg, tiny_demo: Path, tmp_path: Path):
+    """head=reference (the paper's Adam): the kept epoch's val/bacc is what refit.csv reports."""
+    root = tmp_path / "root"
+    shutil.copytree(tiny_demo, root)
+    cfg = compose_cfg("+experiment=demo", "+debug=default", "postprocess=clean", "head=reference", "head.lr=1e-2",
+                      "trainer.max_epochs=4", "task.controls=false", "logger=csv", root=root)
+    run_task(cfg)
+    out = Path(cfg.paths.output_dir)
+    assert {r["model"] for r in csv.DictReader(open(out / "results.csv"))} == {"base", "dear"}
+    (fit,) = list(csv.DictReader(open(out / "refit.csv")))
+    assert fit["solver"] == "adam" and fit["model"] == "dear" and fit["epochs"] == "4"
+    epochs = [float(r["val/bacc"]) for r in csv.DictReader(open(next((out / "csv").glob("version_*/metrics.csv"))))
+              if r.get("val/bacc")]
+    assert len(epochs) == 4 and float(fit["val_bacc"]) == pytest.approx(max(epochs))
+    assert float(fit["val_bacc_last"]) == pytest.approx(epochs[-1])
+    assert (out / "checkpoints" / "dear" / "best.ckpt").is_file()
+
+
+def test_wandb_summary_holds_the_kept_value_not_the_last_logged(tmp_path: Path):
+    from lightning.pytorch.loggers import WandbLogger
+
+    from dear_exp.tasks.common import finish_wandb, log_summary
+
+    logger = WandbLogger(project="dear-exp-tests", save_dir=str(tmp_path), offline=True)
+    try:
+        for step, value in enumerate((0.6, 0.9, 0.5)):  # epochs: the best is the second
+            logger.log_metrics({"val/bacc": value}, step=step)
+        assert logger.experiment.summary["val/bacc"] == 0.5
+        log_summary([logger], {"val/bacc": 0.9, "refit/dear/val_bacc": 0.9})
+        assert logger.experiment.summary["val/bacc"] == 0.9
+        assert logger.experiment.summary["refit/dear/val_bacc"] == 0.9
+    finally:
+        finish_wandb()
