@@ -34,7 +34,7 @@ from dear_exp.files import write_atomic
 log = logging.getLogger(__name__)
 
 # bump when the meaning of a cached tensor changes (feature code, pooling, view seeding)
-FORMAT = 1
+FORMAT = 2
 Tensors = dict[str, torch.Tensor]
 
 
@@ -46,10 +46,16 @@ def digest(obj: Any) -> str:
 def module_fingerprint(module: torch.nn.Module) -> str:
     """sha256 of every parameter and buffer (name, dtype, shape, bytes): the weights, whatever
     file or format they came from."""
+    state = sorted(module.state_dict().items())
+    return digest([[name for name, _ in state], tensors_fingerprint(t for _, t in state)])
+
+
+def tensors_fingerprint(tensors: Iterable[torch.Tensor]) -> str:
+    """sha256 of tensors' dtypes, shapes and bytes: rows identified by their content."""
     h = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
+    for t in tensors:
         t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 

@@ -214,6 +214,11 @@ class FeatureStore:
                  for describe, ds in requests]
         return self.cache.fetch_many(kind, keyed, compute)
 
+    def fit(self, parts: dict[str, Any], compute: Any, describe: str) -> Tensors:
+        """A solved head (refit.NewtonFit.to_tensors), keyed by the content of the rows it was solved
+        on, its mask and the solver settings: rank 0 solves, the others receive it."""
+        return self.cache.fetch("heads", {**self.common, **parts}, compute, f"{self.who}: {describe}", collective=False)
+
     def rad(self, parts: dict[str, Any], compute: Any) -> Tensors:
         """RAD scores: computed by rank 0 alone (a plain loop, at most dissect_max_batches) and broadcast."""
         return self.cache.fetch("rad", {**self.common, **parts}, compute, f"{self.who}: RAD scores", collective=False)

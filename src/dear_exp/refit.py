@@ -163,6 +163,24 @@ class NewtonFit:
     def summary(self) -> dict[str, Any]:
         return {"solver": "newton", **asdict(self.chosen)}
 
+    def to_tensors(self) -> Tensors:
+        """The fit as a feature-cache entry (kind `heads`): a sweep's controls are solved once."""
+        path = torch.tensor([[s.l2, s.iterations, s.objective, s.grad_max, float(s.converged), s.val_loss, s.val_bacc]
+                             for s in self.path], dtype=torch.float64)
+        return {"weight": self.head.linear.weight.detach(), "bias": self.head.linear.bias.detach(),
+                "mask": self.head.mask, "theta": self.theta, "mu": self.mu, "sd": self.sd, "path": path,
+                "chosen": torch.tensor(self.path.index(self.chosen))}
+
+    @classmethod
+    def from_tensors(cls, t: Tensors) -> NewtonFit:
+        head = MaskedLinearHead(t["mask"].numel(), dtype=t["weight"].dtype)
+        with torch.no_grad():
+            head.linear.weight.copy_(t["weight"])
+            head.linear.bias.copy_(t["bias"])
+        head.set_mask(t["mask"])
+        path = [Solve(r[0], int(r[1]), r[2], r[3], bool(r[4]), r[5], r[6]) for r in t["path"].tolist()]
+        return cls(head, path[int(t["chosen"])], path, t["theta"], t["mu"], t["sd"])
+
     def logits(self, pooled: torch.Tensor) -> torch.Tensor:
         """The solver's own float64 logits for pooled rows: what the saved head reproduces."""
         kept = self.head.mask.bool()

@@ -17,8 +17,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from dear_exp import distributed
-from dear_exp.cache import FeatureCache, Tensors
+from dear_exp.cache import FeatureCache, Tensors, tensors_fingerprint
 from dear_exp.data.datamodules import DiagnosticDataModule, RefitDataModule, resolve_workers
 from dear_exp.data.feature_data import FeatureRefitDataModule
 from dear_exp.data.images import Preprocess
@@ -30,7 +29,7 @@ from dear_exp.errors import DearError
 from dear_exp.features import FeatureStore, Views, describe_cache
 from dear_exp.model import DEARModule, HeadModule, MaskedLinearHead
 from dear_exp.prune import ALL_MODES, channel_mask, needs_rad, random_mask, validate_levels
-from dear_exp.refit import HeadFit, adam_fit, newton_fit
+from dear_exp.refit import HeadFit, NewtonFit, adam_fit, newton_fit
 from dear_exp.report import MODEL_NAMES, plot_rad, save_dissection, save_tensors, write_atomic
 from dear_exp.tasks.common import (
     ensure_demo,
@@ -155,9 +154,10 @@ def fit_callbacks(cfg: DictConfig, out_dir: Path, name: str) -> list[Any]:
 
 def fit_heads(cfg: DictConfig, masks: dict[str, torch.Tensor], refit: RefitDataModule, store: FeatureStore,
               detector: Detector, device: torch.device, loggers: list[Any], out_dir: Path) -> list[HeadFit]:
-    """Every head of the run, each refitted from the same rows with the configured solver. Newton runs
-    on rank 0 and is broadcast; an Adam fit is a Lightning fit of its own (the run's loggers follow
-    the run's own model, the controls report their summary)."""
+    """Every head of the run, each refitted from the same rows with the configured solver. A Newton
+    solve is a feature-cache entry (rank 0 solves, the others receive it; a sweep's controls are
+    solved once); an Adam fit is a Lightning fit of its own (the run's loggers follow the run's own
+    model, the controls report their summary)."""
     h, channels = cfg.head, detector.feature_channels
     rows = cached_rows(cfg, store, refit) if h.mode == "cached" else None
     own = detector.linear_head() if h.init == "detector" else None
@@ -165,6 +165,7 @@ def fit_heads(cfg: DictConfig, masks: dict[str, torch.Tensor], refit: RefitDataM
         raise DearError("head.init=detector needs a classifier on the pooled dissected layer; "
                         "this detector has layers after it: use head.init=zeros")
     fits = []
+    rows_key = tensors_fingerprint(t for r in rows for t in (r["pooled"], r["label"])) if rows is not None else ""
     for name, mask in masks.items():
         kept = int(mask.sum())
         log.info("Refitting head %s (%s, %d of %d channels) with %s", name, MODEL_NAMES.get(name, name), kept,
@@ -175,9 +176,14 @@ def fit_heads(cfg: DictConfig, masks: dict[str, torch.Tensor], refit: RefitDataM
             if own is not None:
                 init = MaskedLinearHead(channels)
                 init.linear.load_state_dict(own.state_dict())
-            l2 = list(h.l2) if OmegaConf.is_list(h.l2) else [h.l2]
-            fit = distributed.from_rank_zero(lambda: newton_fit(*rows, mask, h.inpaint_weight, l2, h.tol, h.max_iter,
-                                                                init, device))
+            l2 = [float(v) for v in (h.l2 if OmegaConf.is_list(h.l2) else [h.l2])]
+            parts = {"solver": "newton", "rows": rows_key, "mask": tensors_fingerprint([mask.float()]), "l2": l2,
+                     "inpaint_weight": float(h.inpaint_weight), "tol": float(h.tol), "max_iter": int(h.max_iter),
+                     "init": tensors_fingerprint(init.state_dict().values()) if init is not None else None,
+                     "on": device.type}
+            fit = NewtonFit.from_tensors(store.fit(parts, lambda: newton_fit(
+                *rows, mask, h.inpaint_weight, l2, h.tol, h.max_iter, init, device).to_tensors(),
+                f"{name} head, {kept} of {channels} channels"))
             fits.append(HeadFit(name, fit.head, {"kept": kept, **fit.summary()}, fit.path))
             continue
         module: HeadModule
