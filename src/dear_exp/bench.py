@@ -146,7 +146,7 @@ def main() -> None:
         online_row = result["results_online"].get(key, {})
         quality.append(f"| {key} | {' / '.join(str(v) for v in cached.values())} | "
                        f"{' / '.join(str(v) for v in online_row.values())} |")
-    table += "\n".join(quality)
+    table += "\n\n" + "\n".join(quality[1:])
     (out / "bench.md").write_text(table + "\n")
     print(table)
     print(f"wrote {out / 'bench.json'}")
