@@ -145,6 +145,15 @@ def test_dear_run_fits_the_controls_and_the_refit_matches_a_reference_fit(compos
     with torch.no_grad():
         logits = heads["refit"]["weight"].double() @ views["val"]["pooled"].double().T + heads["refit"]["bias"].double()
     assert np.abs(logits.numpy()[0] - z).max() < 1e-5
+    # a control's saved head, evaluated on its own, is reported under its name with the run's numbers
+    cfg = compose_cfg("+experiment=demo", "+debug=default", "postprocess=clean", "task=evaluate",
+                      f"task.head={out / 'head_refit.safetensors'}", root=root)
+    cfg.paths.output_dir = str(tmp_path / "eval")
+    run_task(cfg)
+    again = {(r["model"], r["threshold_policy"], r["subset"]): r["AUC"] for r in csv.DictReader(open(tmp_path / "eval" / "results.csv"))}
+    assert {m for m, _, _ in again} == {"base", "refit"}
+    assert all(auc == next(r["AUC"] for r in rows if (r["model"], r["threshold_policy"], r["subset"]) == key)
+               for key, auc in again.items())
 
 
 def test_prune_none_is_the_refit_alone_and_says_so(compose_cfg, tiny_demo: Path, tmp_path: Path):
@@ -193,3 +202,18 @@ def test_wandb_summary_holds_the_kept_value_not_the_last_logged(tmp_path: Path):
         assert logger.experiment.summary["refit/dear/val_bacc"] == 0.9
     finally:
         finish_wandb()
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("head.views=2.5", "head.views=2.5 must be a whole number"),
+    ("head.max_iter=0", "head.max_iter=0 at least 1"),
+    ("head.l2=[0]", "head.l2=[0] must be a non-empty list of L2 strengths > 0"),
+    ("head.mode=online", "head.mode=online trains through the backbone at every step, which needs head.solver=adam"),
+    ("head.solver=lbfgs", "head.solver='lbfgs' must be newton"),
+])
+def test_impossible_refit_settings_fail_before_any_work(compose_cfg, override, message):
+    from dear_exp.errors import DearError
+    from dear_exp.tasks.dear import validate
+
+    with pytest.raises(DearError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        validate(compose_cfg(override))

@@ -227,7 +227,7 @@ def newton_fit(train: Tensors, inpaint: Tensors, val: Tensors, mask: torch.Tenso
     chosen, theta = path[best]
     if len(path) > 1 and chosen.l2 in (min(l2), max(l2)):
         log.info("The validation split chose l2=%g, an end of head.l2=%s: a wider grid may validate better",
-                 chosen.l2, sorted(l2))
+                 chosen.l2, sorted(l2, reverse=True))
     weight, bias = fold(theta, kept, mu, sd, channels)
     head = MaskedLinearHead(channels, dtype=torch.float64)
     with torch.no_grad():

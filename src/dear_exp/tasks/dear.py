@@ -74,10 +74,10 @@ def validate(cfg: DictConfig) -> None:
         l2 = list(h.l2) if OmegaConf.is_list(h.l2) else [h.l2]
         if not l2 or any(not isinstance(v, (int, float)) or v <= 0 for v in l2):
             raise DearError(f"head.l2={l2} must be a non-empty list of L2 strengths > 0 (e.g. head.l2=[0.01])")
-        if h.tol <= 0 or h.max_iter < 1:
+        if h.tol <= 0 or not isinstance(h.max_iter, int) or h.max_iter < 1:
             raise DearError(f"head.tol={h.tol} must be > 0 and head.max_iter={h.max_iter} at least 1")
-    if h.views < 1:
-        raise DearError(f"head.views={h.views} must be at least 1 augmented view per training image")
+    if not isinstance(h.views, int) or h.views < 1:
+        raise DearError(f"head.views={h.views} must be a whole number of augmented views per image >= 1 (e.g. 4)")
     validate_evaluation(cfg.task)
     dd = cfg.diag_data
     if dd.dissect_max_batches < 1:
@@ -270,7 +270,9 @@ def print_refit(fits: list[HeadFit]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="head refit (val: train_data's validation split; adam: the best epoch's val/bacc)")
+    adam = any(f.summary["solver"] == "adam" for f in fits)
+    table = Table(title="head refit (val: train_data's validation split" + ("; adam: the kept epoch's val/bacc)"
+                                                                           if adam else "; l2: the one kept)"))
     for name in ("model", "solver", "kept", "l2", "iterations", "objective", "max |grad|", "converged", "val BCE",
                  "val bacc"):
         table.add_column(name, justify="left" if name in ("model", "solver") else "right")

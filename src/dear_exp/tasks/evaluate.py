@@ -63,7 +63,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
     preprocess = preprocess_of(cfg.detector)
     log.info("Loading detector %s from %s", cfg.detector.name, cfg.detector.checkpoint)
     detector = build_detector(cfg.detector)
-    heads = {"dear": load_head(detector.feature_channels, Path(cfg.task.head))} if cfg.task.get("head") else {}
+    heads = {}
+    if cfg.task.get("head"):  # head_refit.safetensors -> model `refit`; head.safetensors -> `dear`
+        path = Path(cfg.task.head)
+        name = path.stem.removeprefix("head_") if path.stem.startswith("head_") else "dear"
+        heads[name] = load_head(detector.feature_channels, path)
     benchmark = benchmark_datamodule(cfg, preprocess)
     benchmark.setup("predict")
     loggers = instantiate_group(cfg.get("logger"), "logger")
