@@ -53,6 +53,11 @@ HEAD_MODES = ("cached", "online")
 SOLVERS = ("newton", "adam")
 
 
+def l2_grid(head: DictConfig) -> list[Any]:
+    """head.l2 as a list: a grid, or one fixed strength given as a number."""
+    return list(head.l2) if OmegaConf.is_list(head.l2) else [head.l2]
+
+
 def validate(cfg: DictConfig) -> None:
     """Impossible settings fail before any work starts."""
     p, h = cfg.prune, cfg.head
@@ -71,7 +76,7 @@ def validate(cfg: DictConfig) -> None:
         raise DearError("head.mode=online trains through the backbone at every step, which needs head.solver=adam "
                         "(head=reference); head.solver=newton solves on the cached rows (head.mode=cached)")
     if h.solver == "newton":
-        l2 = list(h.l2) if OmegaConf.is_list(h.l2) else [h.l2]
+        l2 = l2_grid(h)
         if not l2 or any(not isinstance(v, (int, float)) or v <= 0 for v in l2):
             raise DearError(f"head.l2={l2} must be a non-empty list of L2 strengths > 0 (e.g. head.l2=[0.01])")
         if h.tol <= 0 or not isinstance(h.max_iter, int) or h.max_iter < 1:
@@ -176,7 +181,7 @@ def fit_heads(cfg: DictConfig, masks: dict[str, torch.Tensor], refit: RefitDataM
             if own is not None:
                 init = MaskedLinearHead(channels)
                 init.linear.load_state_dict(own.state_dict())
-            l2 = [float(v) for v in (h.l2 if OmegaConf.is_list(h.l2) else [h.l2])]
+            l2 = [float(v) for v in l2_grid(h)]
             parts = {"solver": "newton", "rows": rows_key, "mask": tensors_fingerprint([mask.float()]), "l2": l2,
                      "inpaint_weight": float(h.inpaint_weight), "tol": float(h.tol), "max_iter": int(h.max_iter),
                      "init": tensors_fingerprint(init.state_dict().values()) if init is not None else None,
