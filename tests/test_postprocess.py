@@ -14,6 +14,7 @@ import pytest
 from PIL import Image, ImageEnhance, ImageFilter
 from scipy.ndimage import gaussian_filter
 
+from dear_exp.__main__ import CONF_DIR
 from dear_exp.data.postprocess import OPS, Chain
 from dear_exp.errors import DearError
 
@@ -448,6 +449,6 @@ def test_existing_presets_still_parse(compose_cfg):
     assert _settings(compose_cfg, "clean") == {"clean": []}
     assert _settings(compose_cfg, "clean_jpeg")["jpeg75"] == [{"op": "jpeg", "quality": 75}]
     assert set(_settings(compose_cfg, "robust")) == {"clean", "jpeg75", "webp75", "resize0.5", "jpeg50-95"}
-    presets = sorted(p.stem for p in (ROOT / "conf" / "postprocess").glob("*.yaml"))
+    presets = sorted(p.stem for p in (Path(CONF_DIR) / "postprocess").glob("*.yaml"))
     assert presets == sorted(["aigcdb", "clean", "clean_jpeg", "corvi_social", "dear_processed", "genimage",
                               "jpeg_sweep", "resize_sweep", "robust", "sidbench", "ufd", "webp_sweep"])

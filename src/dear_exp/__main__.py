@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import logging
 import os
 import sys
@@ -13,7 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from dear_exp.errors import DearError, one_line
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+# the configs ship inside the package (conf/ at the top of a checkout links here), so an installed
+# dear-exp finds them from any directory
+CONF_DIR = str(importlib.resources.files("dear_exp") / "conf")
 log = logging.getLogger("dear_exp")
 
 
