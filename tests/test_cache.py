@@ -19,7 +19,8 @@ from dear_exp.data.folders import Sample
 from dear_exp.data.images import Preprocess
 from dear_exp.data.postprocess import Chain
 from dear_exp.errors import DearError
-from dear_exp.features import Views, data_parts
+from dear_exp.features import data_parts
+from dear_exp.refit.rows import Views
 from tests.helpers import assert_one_line_error, run_cli
 
 PRE = Preprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), trim_odd=True)

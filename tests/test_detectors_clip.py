@@ -358,7 +358,7 @@ def test_configs_compose_and_instantiate(compose_cfg, tmp_path: Path, name: str)
 
 def test_ufd_config_loads_the_default_paths_end_to_end(compose_cfg, tmp_path: Path):
     """build_detector with the config's own paths, as a run does: TorchScript backbone + fc file."""
-    from dear_exp.model import DEARModule
+    from dear_exp.refit import DEARModule
 
     ref, fc = _reference()
     (tmp_path / "checkpoints" / "clip").mkdir(parents=True)

@@ -89,7 +89,7 @@ def test_config_mistakes_are_one_line_before_any_work(tmp_path: Path):
     proc = run_cli("task=predict", cwd=tmp_path)
     assert_one_line_error(proc, "task.input must be set")
     proc = run_cli("+experiment=npr_flux", "detector.net.feature_layer=layer9", cwd=tmp_path)
-    assert_one_line_error(proc, "cannot build", "NPR can be dissected at layer1 or layer2, not 'layer9'")
+    assert_one_line_error(proc, "detector.net.feature_layer='layer9' must be one of layer1, layer2")
     proc = run_cli("task.thresholds=[logit0,oracel]", cwd=tmp_path)
     assert_one_line_error(proc, "task.thresholds has ['oracel']")
     proc = run_cli("+experiment=cnnspot_flux", "augment=reference", cwd=tmp_path)

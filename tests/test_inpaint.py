@@ -320,7 +320,7 @@ def test_diagnostic_data_weights_rad_by_the_saved_alpha(compose_cfg, tmp_path, t
 
     from dear_exp.data.datamodules import DiagnosticDataModule
     from dear_exp.data.images import Preprocess
-    from dear_exp.rad import dissect, rad_per_image
+    from dear_exp.dissect import dissect, rad_per_image
 
     real, out = tmp_path / "real", tmp_path / "set"
     make_real_dir(real, SIZES)

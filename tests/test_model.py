@@ -5,14 +5,11 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from dear_exp.data.datamodules import RefitDataModule
 from dear_exp.dissect import rad_scores
+from dear_exp import build
 from dear_exp.detectors import build_detector, preprocess_of
-from dear_exp.model import DEARModule
+from dear_exp.refit import DEARModule, RefitDataModule
 from dear_exp.prune import channel_mask
-from dear_exp.tasks.common import train_datamodule
-from dear_exp.tasks.dear import diagnostic_datamodule
-from dear_exp.tasks.evaluation import benchmark_datamodule
 
 
 def _setup(compose_cfg, tiny_demo: Path, *overrides: str):
@@ -24,7 +21,7 @@ def _setup(compose_cfg, tiny_demo: Path, *overrides: str):
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.2, 0.2)
     pre = preprocess_of(cfg.detector)
-    data = RefitDataModule(train_datamodule(cfg, pre, cfg.augment, 8), diagnostic_datamodule(cfg, pre))
+    data = RefitDataModule(build.train_data(cfg, pre, cfg.augment, 8), build.diag_data(cfg, pre))
     return cfg, detector, pre, data
 
 
@@ -38,7 +35,7 @@ def test_mode_none_gives_the_detectors_own_logits_before_refit(compose_cfg, tiny
     model = DEARModule(detector, init="detector")
     model.head.set_mask(channel_mask("none", None, 512, 0.2, 0.8, 0))
     assert model.head.mask.sum() == model.head.mask.numel()
-    bench = benchmark_datamodule(cfg, pre)
+    bench = build.benchmark(cfg, pre)
     bench.setup("predict")
     out = _trainer(tmp_path, []).predict(model, dataloaders=bench.predict_dataloader()[0])
     base = torch.cat([o["base"] for o in out])
@@ -94,7 +91,7 @@ def test_released_gate_becomes_the_mask_and_reproduces_the_release(tmp_path):
 def test_dissection_without_augmentation_reads_native_sizes(compose_cfg, tiny_demo):
     """diag_data.dissect_augment=false: whole images, one per batch, masks at the image's size."""
     cfg = compose_cfg("+debug=default", "diag_data.dissect_augment=false", root=tiny_demo)
-    diag = diagnostic_datamodule(cfg, preprocess_of(cfg.detector))
+    diag = build.diag_data(cfg, preprocess_of(cfg.detector))
     diag.setup("fit")
     x, mask, target = next(iter(diag.dissect_dataloader()))
     assert x.shape[0] == 1 and tuple(x.shape[-2:]) == tuple(mask.shape[-2:]) == (96, 96)

@@ -1,6 +1,6 @@
 import torch
 
-from dear_exp.rad import RADAccumulator, mask_weights, rad_per_image
+from dear_exp.dissect import RADAccumulator, mask_weights, rad_per_image
 
 
 def test_rad_matches_hand_computation_on_aligned_grid():

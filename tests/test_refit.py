@@ -190,7 +190,8 @@ def test_controls_off_and_the_adam_recipe_keeps_its_best_epoch(compose_cfg, tiny
 def test_wandb_summary_holds_the_kept_value_not_the_last_logged(tmp_path: Path):
     from lightning.pytorch.loggers import WandbLogger
 
-    from dear_exp.tasks.common import finish_wandb, log_summary
+    from dear_exp.build import finish_wandb
+    from dear_exp.report import log_summary
 
     logger = WandbLogger(project="dear-exp-tests", save_dir=str(tmp_path), offline=True)
     try:
@@ -205,15 +206,18 @@ def test_wandb_summary_holds_the_kept_value_not_the_last_logged(tmp_path: Path):
 
 
 @pytest.mark.parametrize(("override", "message"), [
-    ("head.views=2.5", "head.views=2.5 must be a whole number"),
-    ("head.max_iter=0", "head.max_iter=0 at least 1"),
-    ("head.l2=[0]", "head.l2=[0] must be a non-empty list of L2 strengths > 0"),
+    ("head.views=2.5", "head.views=2.5 must be a whole number >= 1"),
+    ("head.max_iter=0", "head.max_iter=0 must be a whole number >= 1"),
+    ("head.l2=[0]", "head.l2=0 must be a number > 0"),
+    ("head.l2=[]", "head.l2=[] must list at least one L2 strength > 0"),
     ("head.mode=online", "head.mode=online trains through the backbone at every step, which needs head.solver=adam"),
-    ("head.solver=lbfgs", "head.solver='lbfgs' must be newton"),
+    ("head.solver=lbfgs", "head.solver='lbfgs' must be one of newton, adam"),
+    ("head.lr=0", "head.lr=0 must be a number > 0"),
+    ("+head.l2s=[1]", "head.l2s is not a setting of head"),
 ])
 def test_impossible_refit_settings_fail_before_any_work(compose_cfg, override, message):
     from dear_exp.errors import DearError
-    from dear_exp.tasks.dear import validate
+    from dear_exp.schema import validate
 
     with pytest.raises(DearError, match=message.replace("[", r"\[").replace("]", r"\]")):
         validate(compose_cfg(override))

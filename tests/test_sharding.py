@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from dear_exp.data.datasets import EvalImages, LabelledImages
-from dear_exp.data.feature_data import FeatureRefitDataModule, ViewSampler
+from dear_exp.refit.adam import FeatureRefitDataModule, ViewSampler
 from dear_exp.data.folders import Sample
 from dear_exp.data.samplers import SeededSampler, ShardedBatches, SizeBucketBatchSampler
 from dear_exp.data.seeding import item_seed
-from dear_exp.features import StackedBatches, Views
+from dear_exp.features import StackedBatches
+from dear_exp.refit.rows import Views
 
 WORLDS = (1, 2, 3)
 SIZES = [(32, 32), (48, 32), (32, 48)]
@@ -171,10 +172,10 @@ def test_more_samples_than_images_cycle_through_fresh_rounds_and_views():
 @pytest.fixture
 def demo_train(compose_cfg, tiny_demo):
     from dear_exp.detectors import preprocess_of
-    from dear_exp.tasks.common import train_datamodule
+    from dear_exp import build
 
     cfg = compose_cfg("+experiment=demo", "demo.scale=tiny", "num_workers=0", root=tiny_demo)
-    data = train_datamodule(cfg, preprocess_of(cfg.detector), cfg.augment, 8)
+    data = build.train_data(cfg, preprocess_of(cfg.detector), cfg.augment, 8)
     data.setup("fit")
     return data.train_set
 

@@ -74,9 +74,6 @@ def set_threads(threads: int) -> None:
     as OMP_NUM_THREADS too, so that ranks Lightning starts inherit them (it would pick its own)."""
     import torch
 
-    if not isinstance(threads, int) or threads < 1:
-        raise DearError(f"threads={threads!r} must be a whole number of CPU threads >= 1 (default: the cores this "
-                        "process may use)")
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
     log.info("torch uses %d CPU thread(s) (`threads`: recorded in the run identity and the feature cache key)", threads)
@@ -86,7 +83,8 @@ def run_task(cfg: DictConfig) -> dict[str, Any]:
     from dear_exp.tasks import cache, census, compare, dear, evaluate, predict, train_base
     from dear_exp.tasks import export
     from dear_exp.tasks import make_inpaint
-    from dear_exp.tasks.common import finish_wandb
+    from dear_exp import schema
+    from dear_exp.build import finish_wandb
 
     tasks = {
         "dear": dear.run,
@@ -101,6 +99,7 @@ def run_task(cfg: DictConfig) -> dict[str, Any]:
     }
     if cfg.task.name not in tasks:
         raise DearError(f"task={cfg.task.name} is not one of {', '.join(tasks)}")
+    schema.validate(cfg)
     set_threads(cfg.threads)
     try:
         return tasks[cfg.task.name](cfg)

@@ -43,11 +43,11 @@ def throughput(overrides: list[str]) -> dict[str, float]:
     from hydra import compose, initialize_config_dir
 
     from dear_exp.__main__ import CONF_DIR, quiet_libraries, register_resolvers
-    from dear_exp.data.benchmarks import benchmark_datamodule
+    from dear_exp.build import benchmark as benchmark_datamodule
     from dear_exp.data.datamodules import resolve_workers
     from dear_exp.detectors import build_detector, preprocess_of
     from dear_exp.features import FeatureExtractor, extract, sizes_of
-    from dear_exp.tasks.common import ensure_demo
+    from dear_exp.build import ensure_demo
 
     register_resolvers()
     quiet_libraries()

@@ -22,9 +22,8 @@ from dear_exp.data.datamodules import make_loader
 from dear_exp.data.datasets import EvalImages, InpaintImages, LabelledImages
 from dear_exp.data.folders import pair_files
 from dear_exp.data.samplers import SizeBucketBatchSampler
-from dear_exp.data.seeding import item_seed
 from dear_exp.detectors.base import Detector
-from dear_exp.errors import DearError
+from dear_exp.refit.rows import Views
 
 log = logging.getLogger(__name__)
 
@@ -54,26 +53,6 @@ class FeatureExtractor(L.LightningModule):
         if self.logits:
             out["logit"] = self.detector.forward_head(features).float().cpu()
         return out
-
-
-class Views(Dataset):
-    """K augmented views of every training (or inpaint) image: row j is view j // N of image
-    j % N, augmented with a seed from (seed, view, the image's key): the same rows whatever the
-    order, the workers or the number of ranks."""
-
-    def __init__(self, dataset: LabelledImages | InpaintImages, views: int, seed: int) -> None:
-        if views < 1:
-            raise DearError(f"head.views={views} must be at least 1")
-        self.dataset, self.views, self.seed = dataset, views, seed
-        self.items = dataset.samples if isinstance(dataset, LabelledImages) else dataset.pairs
-
-    def __len__(self) -> int:
-        return len(self.items) * self.views
-
-    def __getitem__(self, j: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        i, view = j % len(self.items), j // len(self.items)
-        out = self.dataset[(i, item_seed(self.seed, "view", view, self.items[i].key))]
-        return out[0], out[-1], torch.tensor(j)  # image, label (inpaint: whether the region survived), row
 
 
 def data_parts(dataset: Views | EvalImages) -> dict[str, Any]:

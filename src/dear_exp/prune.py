@@ -1,8 +1,11 @@
-"""Channel masks from RAD scores (method.md step 3) and the paper's ablation modes."""
+"""Pruning (method.md step 3): channel masks from RAD scores, the paper's ablation modes, and the
+controls every run fits beside DEAR (`refit`: no channel pruned; `random`: as many pruned at random)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
@@ -98,3 +101,35 @@ def channel_mask(mode: str, scores: torch.Tensor | None, channels: int, alpha_lo
 def needs_rad(mode: str) -> bool:
     """Whether a prune mode ranks RAD scores (random prunes as many as bilateral would, but needs none)."""
     return mode not in ("none", "released", "random")
+
+
+@dataclass(frozen=True)
+class PruneSettings:
+    """The `prune` config group (conf/prune/*.yaml holds the values; dear_exp.schema checks them)."""
+
+    mode: Literal["bilateral", "high", "low", "random", "none", "released"]
+    alpha_low: float = field(metadata={"min": 0.0, "max": 1.0, "example": 0.2})
+    alpha_high: float = field(metadata={"min": 0.0, "max": 1.0, "example": 0.8})
+    seed: int = field(metadata={"min": 0, "example": 0})
+
+    def check(self) -> None:
+        validate_levels(self.alpha_low, self.alpha_high)
+
+
+def model_names(mode: str, controls: bool = True) -> list[str]:
+    """The heads a run fits, controls first, the run's own model last: `dear`, or `refit` with
+    prune=none (the refit alone) and `random` with prune=random."""
+    main = {"none": "refit", "random": "random"}.get(mode, "dear")
+    if not controls or main == "refit":
+        return [main]
+    return [m for m in ("refit", "random") if m != main] + [main]
+
+
+def run_masks(p: PruneSettings, scores: torch.Tensor | None, channels: int, released: torch.Tensor | None = None,
+              controls: bool = True) -> dict[str, torch.Tensor]:
+    """The channel mask of every head of a run (`model_names`): the run's own from its prune mode, `refit`
+    keeps all, `random` prunes as many channels as the run's own, chosen with prune.seed."""
+    names = model_names(p.mode, controls)
+    main = channel_mask(p.mode, scores, channels, p.alpha_low, p.alpha_high, p.seed, released)
+    masks = {"refit": torch.ones(channels), "random": random_mask(channels, channels - int(main.sum()), p.seed)}
+    return {name: main if name == names[-1] else masks[name] for name in names}

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import csv
 import io
+import math
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from omegaconf import DictConfig
 
 from dear_exp.files import write_atomic  # noqa: F401  (the report's writes; re-exported)
 from dear_exp.metrics import METRICS
+
+if TYPE_CHECKING:
+    from dear_exp.detectors.base import Detector
+    from dear_exp.refit import HeadFit
 
 # the detector as released, and the refitted heads of a task=dear run: the controls `refit` (no channel
 # pruned) and `random` (as many channels pruned at random as DEAR prunes), and DEAR itself
@@ -243,3 +250,123 @@ def compare_rows(tables: list[tuple[str, list[dict[str, Any]]]]) -> tuple[list[s
             top = min(keys.values())
             best |= {(i, j + 5) for i, k in keys.items() if k == top}
     return head, lines, best
+
+
+def run_identity(cfg: DictConfig, task: str) -> dict[str, Any]:
+    """The config keys that tell one run's rows from another's in a combined results table. Alpha
+    levels only where the prune mode reads them, the solver only where a head was refitted."""
+    net = cfg.detector.net
+    refits = task == "dear"
+    levels = refits and cfg.prune.mode not in ("none", "released")
+    return {
+        "task": task, "detector": cfg.detector.name, "layer": net.get("feature_layer", net.get("block", "")),
+        "benchmark": cfg.benchmark.name, "prune_mode": cfg.prune.mode if refits else "",
+        "alpha_low": cfg.prune.alpha_low if levels else "", "alpha_high": cfg.prune.alpha_high if levels else "",
+        "solver": f"{cfg.head.solver}-{cfg.head.mode}" if refits else "", "seed": cfg.seed, "threads": cfg.threads,
+    }
+
+
+def write_report(cfg: DictConfig, task: str, out_dir: Path, rows: list[dict[str, Any]], loggers: list[Any]) -> dict[str, float]:
+    """results.csv, results.md, the console table, the plots, and the same to every logger."""
+    write_csv(out_dir / "results.csv", rows, run_identity(cfg, task))
+    write_atomic(out_dir / "results.md", markdown_table(rows))
+    print_table(rows)
+    title = f"{cfg.detector.name} on {cfg.benchmark.name}"
+    plots = {"racc_facc": out_dir / "racc_facc.png", "severity": out_dir / "severity.png"}
+    plot_racc_facc(plots["racc_facc"], rows, title)
+    plot_severity(plots["severity"], rows, title)
+    for lg in loggers:
+        if hasattr(lg, "log_table"):
+            columns = list(dict.fromkeys(c for r in rows for c in r))
+            lg.log_table(key="results", columns=columns, data=[[r.get(c) for c in columns] for r in rows])
+        if hasattr(lg, "log_image"):
+            for key, path in plots.items():
+                lg.log_image(key=key, images=[str(path)])
+        lg.log_metrics({f"test/{r['model']}/{r.get('threshold_policy', 'logit0')}/{r['postprocess']}/{r['subset']}/{k}": r[k]
+                        for r in rows for k in METRICS})
+    return {f"{r['model']}/{r['postprocess']}/{r['subset']}/{k}": r[k] for r in rows
+            if str(r["subset"]).startswith("mean") and r.get("threshold_policy", "logit0") == "logit0" for k in METRICS}
+
+
+REFIT_COLUMNS = ("model", "solver", "kept", "chosen", "l2", "iterations", "objective", "grad_max", "converged",
+                 "val_loss", "val_bacc", "epochs", "val_bacc_last")
+
+
+def refit_lines(fits: list[HeadFit]) -> list[dict[str, Any]]:
+    """refit.csv: per head, every L2 strength the Newton solve tried (the kept one marked) or the Adam fit's
+    summary: what shows that each fit converged and how it validated."""
+    lines = []
+    for fit in fits:
+        solves = [{**asdict(s), "chosen": s.l2 == fit.summary["l2"]} for s in fit.path] or [{"chosen": True}]
+        for solve in solves:
+            lines.append({"model": fit.name, **fit.summary, **solve})
+    return lines
+
+
+def print_refit(fits: list[HeadFit]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    adam = any(f.summary["solver"] == "adam" for f in fits)
+    table = Table(title="head refit (val: train_data's validation split" + ("; adam: the kept epoch's val/bacc)"
+                                                                           if adam else "; l2: the one kept)"))
+    for name in ("model", "solver", "kept", "l2", "iterations", "objective", "max |grad|", "converged", "val BCE",
+                 "val bacc"):
+        table.add_column(name, justify="left" if name in ("model", "solver") else "right")
+    for fit in fits:
+        s = fit.summary
+
+        def num(key: str, fmt: str) -> str:
+            value = s.get(key)
+            return "" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
+
+        table.add_row(MODEL_NAMES.get(fit.name, fit.name), s["solver"], str(s["kept"]), num("l2", "g"),
+                      num("iterations", "d") or num("epochs", "d") + " ep", num("objective", ".6g"),
+                      num("grad_max", ".2g"), str(s.get("converged", "")), num("val_loss", ".4f"),
+                      num("val_bacc", ".3f"))
+    Console(width=max(120, Console().width)).print(table)
+
+
+def log_summary(loggers: list[Any], metrics: dict[str, float]) -> None:
+    """Final figures of a run: logged, and W&B's run summary set to them (it would otherwise keep the
+    last value logged under a key, e.g. the last epoch's val/bacc instead of the kept epoch's)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for lg in loggers:
+        lg.log_metrics(metrics)
+        if isinstance(lg, WandbLogger):
+            lg.experiment.summary.update(metrics)
+
+
+def save_refit(cfg: DictConfig, out_dir: Path, fits: list[HeadFit], scores: torch.Tensor | None,
+                   detector: Detector, loggers: list[Any]) -> list[str]:
+    """The run's own head (head.safetensors), each control's (head_<name>.safetensors), refit.csv, the
+    dissection and its plot; the fit summaries to every logger. Returns the names written."""
+    written = []
+    for i, fit in enumerate(fits):
+        name = "head.safetensors" if i == len(fits) - 1 else f"head_{fit.name}.safetensors"
+        save_tensors(out_dir / name, {"weight": fit.head.linear.weight, "bias": fit.head.linear.bias,
+                                      "mask": fit.head.mask})  # the format refit.load_head reads
+        written.append(name)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=REFIT_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(refit_lines(fits))
+    write_atomic(out_dir / "refit.csv", buf.getvalue())
+    print_refit(fits)
+    log_summary(loggers, {f"refit/{f.name}/{k}": float(v) for f in fits for k, v in f.summary.items()
+                          if isinstance(v, (int, float))})
+    if fits[-1].summary["solver"] == "adam":  # W&B's summary is the last epoch's unless told: the kept epoch's
+        log_summary(loggers, {"val/bacc": fits[-1].summary["val_bacc"]})
+    own = fits[-1].head.mask
+    save_dissection(out_dir, scores, own)
+    written += ["refit.csv", "rad_scores.csv", "dissection.safetensors"]
+    if scores is not None:
+        plot = out_dir / "rad_hist.png"
+        plot_rad(plot, scores, own, f"{cfg.detector.name} {detector.feature_layer}: RAD, "
+                                    f"{cfg.prune.mode} {cfg.prune.alpha_low}/{cfg.prune.alpha_high}")
+        for lg in loggers:
+            if hasattr(lg, "log_image"):
+                lg.log_image(key="rad_hist", images=[str(plot)])
+        written.append("rad_hist.png")
+    return written

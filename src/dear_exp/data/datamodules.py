@@ -10,7 +10,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, default_collate
 
 from dear_exp.data.augment import build_augment
@@ -165,28 +164,6 @@ class DiagnosticDataModule(L.LightningDataModule):
         sampler = SeededSampler(len(dataset), self.seed + 2, shuffle=True)
         batch = self.batch_size if self.dissect_augment else 1  # native sizes differ without a crop
         return make_loader(dataset, self.num_workers, sampler=sampler, batch_size=batch)
-
-
-class RefitDataModule(L.LightningDataModule):
-    """Joint refit data: one step per main batch, each paired with a batch of the inpaint set."""
-
-    def __init__(self, main: TrainDataModule, diagnostic: DiagnosticDataModule) -> None:
-        super().__init__()
-        self.main = main
-        self.diagnostic = diagnostic
-
-    def setup(self, stage: str | None = None) -> None:
-        self.main.setup(stage)
-        self.diagnostic.setup(stage)
-
-    def train_dataloader(self) -> CombinedLoader:
-        main = self.main.train_dataloader()
-        # as many inpaint batches as main batches, whatever the two batch sizes: one step per main batch
-        inpaint = self.diagnostic.train_dataloader(num_samples=len(main) * self.diagnostic.batch_size)
-        return CombinedLoader({"main": main, "inpaint": inpaint}, mode="min_size")
-
-    def val_dataloader(self) -> DataLoader:
-        return self.main.val_dataloader()
 
 
 @dataclass(frozen=True)

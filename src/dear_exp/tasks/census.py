@@ -26,7 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from dear_exp.data.benchmarks import BenchmarkIndex, load_index
 from dear_exp.data.folders import Sample
 from dear_exp.report import write_atomic
-from dear_exp.tasks.common import ensure_demo
+from dear_exp.build import ensure_demo
 
 log = logging.getLogger(__name__)
 

@@ -125,7 +125,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         raise DearError(f"task.jpeg_quality={quality} must be in [1, 100]")
     workers = int(task.get("workers", 1))
 
-    from dear_exp.tasks.common import ensure_demo
+    from dear_exp.build import ensure_demo
 
     ensure_demo(cfg, [str(task.src)])
     src, dst = Path(task.src).resolve(), Path(task.dst).resolve()

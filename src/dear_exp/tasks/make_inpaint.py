@@ -100,7 +100,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 def _predict(cfg: DictConfig, pending: list[Any], settings: InpaintSettings, layout: Layout,
              source: Any) -> list[dict[str, Any]] | None:
     from dear_exp.inpaint.lightning import InpaintWriter, job_loader
-    from dear_exp.tasks.common import make_trainer
+    from dear_exp.build import make_trainer
 
     overrides: dict[str, Any] = {}
     devices = capped_devices(cfg.trainer, len(pending))
@@ -108,7 +108,7 @@ def _predict(cfg: DictConfig, pending: list[Any], settings: InpaintSettings, lay
         log.info("trainer.devices=%s capped at %s: fewer images to inpaint than devices", cfg.trainer.devices, devices)
         overrides["devices"] = devices
     module = InpaintWriter(pending, settings, layout, source)
-    trainer = make_trainer(cfg, [], [], **overrides)
+    trainer = make_trainer(cfg.trainer, [], [], **overrides)
     loader = job_loader(len(pending), settings.batch_size, trainer.global_rank, trainer.world_size)
     trainer.predict(module, dataloaders=loader, return_predictions=False)
     if not trainer.is_global_zero:

@@ -1,4 +1,4 @@
-"""The head refit (method.md step 4) solved to convergence on the cached pooled rows.
+"""The head refit (method.md step 4), `head.solver=newton`: solved to convergence on the cached pooled rows.
 
 Over the kept channels of a mask m, DEAR's refit objective is
 
@@ -25,13 +25,11 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import ModelCheckpoint
 
 from dear_exp.cache import Tensors
-from dear_exp.model import MaskedLinearHead
+from dear_exp.refit.head import MaskedLinearHead
 
 log = logging.getLogger(__name__)
 
@@ -237,33 +235,3 @@ def newton_fit(train: Tensors, inpaint: Tensors, val: Tensors, mask: torch.Tenso
     weight, bias = fold(theta, kept, mu, sd, channels)
     head = solved_head(weight.unsqueeze(0), bias, mask)
     return NewtonFit(head, chosen, [s for s, _ in sorted(path, key=lambda p: p[0].l2)], theta.cpu(), mu.cpu(), sd.cpu())
-
-
-@dataclass
-class HeadFit:
-    """One refitted head of a run (`dear` or a control) and what shows how its fit went: for newton the
-    chosen solve and the whole L2 path, for adam the best validation balanced accuracy it kept."""
-
-    name: str
-    head: MaskedLinearHead
-    summary: dict[str, Any]
-    path: list[Solve]
-
-
-def adam_fit(module: L.LightningModule, data: L.LightningDataModule, trainer: L.Trainer) -> dict[str, Any]:
-    """The reference's refit through Lightning: Adam steps, validation each epoch, the callbacks'
-    lr drops and early stopping; the best epoch's head (ModelCheckpoint on val/bacc) is kept."""
-    trainer.fit(module, datamodule=data)
-    best = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)  # type: ignore[attr-defined]
-    last = trainer.callback_metrics.get("val/bacc")
-    summary: dict[str, Any] = {"solver": "adam", "epochs": trainer.current_epoch,
-                               "val_bacc_last": float(last) if last is not None else float("nan")}
-    if best is not None and best.best_model_path:
-        state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
-        module.load_state_dict(state)
-        summary["val_bacc"] = float(best.best_model_score)
-        log.info("Restored the best head (val/bacc %.4f; last epoch %.4f) from %s", summary["val_bacc"],
-                 summary["val_bacc_last"], best.best_model_path)
-    else:
-        summary["val_bacc"] = summary["val_bacc_last"]
-    return summary
