@@ -3,8 +3,12 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LINT_STAMP := $(VENV)/.lint-installed
 
-.PHONY: demo test bench install clean
+.PHONY: help demo test bench lint format install clean
+
+help:  ## this list
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,17 +17,29 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-install: $(STAMP)
+$(LINT_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet ruff==0.17.6 mypy==2.4.1
+	touch $(LINT_STAMP)
 
-demo: $(STAMP)
+install: $(STAMP)  ## create .venv with the pinned environment and the package (editable)
+
+demo: $(STAMP)  ## the main job on the embedded demo data (about 2 minutes on 2 cores)
 	$(PY) -m dear_exp
 
-test: $(STAMP)
+test: $(STAMP)  ## the whole test suite, two workers
 	$(PY) -m pytest -n 2 --dist loadgroup
 
-# the feature cache's speed goals, measured end to end (a few minutes on the demo data)
-bench: $(STAMP)
+bench: $(STAMP)  ## the feature cache's speed goals, measured end to end (experiments/feature_cache)
 	$(PY) -m dear_exp.bench $(ARGS)
 
-clean:
+lint: $(LINT_STAMP)  ## ruff (lint + format check) on src and tests, mypy on the stage modules
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/mypy
+
+format: $(LINT_STAMP)  ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix src tests
+	$(VENV)/bin/ruff format src tests
+
+clean:  ## remove the caches and logs of runs (not .venv)
 	rm -rf .cache logs

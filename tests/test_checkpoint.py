@@ -5,9 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from dear_exp.detectors.checkpoint import load_strict, read_state_dict, sha256_of
+from dear_exp.detectors.checkpoint import load_strict, read_state_dict
 from dear_exp.detectors.npr import NPR
 from dear_exp.errors import DearError
+from dear_exp.files import file_sha256
 
 
 def _reference_logits(model: NPR) -> torch.Tensor:
@@ -97,7 +98,7 @@ def test_missing_corrupt_and_checksum(tmp_path: Path):
         read_state_dict(junk)
     good = tmp_path / "good.pth"
     torch.save(NPR().state_dict(), good)
-    assert read_state_dict(good, sha256=sha256_of(good))
+    assert read_state_dict(good, sha256=file_sha256(good))
     with pytest.raises(DearError, match="sha256"):
         read_state_dict(good, sha256="0" * 64)
     pickle_only = tmp_path / "list.pth"
@@ -138,7 +139,7 @@ def test_hub_download_lands_atomically_and_is_checked(compose_cfg, tmp_path: Pat
     monkeypatch.setattr(ck, "hub_unreachable", lambda timeout=3.0: None)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda **kw: calls.append(kw) or str(served))
     cfg = compose_cfg("+experiment=npr_flux", "+detector.hub={repo_id: someone/npr, filename: NPR.pth}",
-                      f"detector.sha256={sha256_of(served)}")
+                      f"detector.sha256={file_sha256(served)}")
     detector = build_detector(cfg.detector)
     assert calls == [{"repo_id": "someone/npr", "filename": "NPR.pth", "revision": None}]
     assert torch.equal(_reference_logits(detector), _reference_logits(source))

@@ -99,7 +99,8 @@ def run_task(cfg: DictConfig) -> dict[str, Any]:
     }
     if cfg.task.name not in tasks:
         raise DearError(f"task={cfg.task.name} is not one of {', '.join(tasks)}")
-    schema.validate(cfg)
+    schema.validate(cfg)  # an impossible value stops the run in one line, before the config is printed
+    log.info("Config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
     set_threads(cfg.threads)
     try:
         return tasks[cfg.task.name](cfg)
@@ -127,7 +128,6 @@ def user_message(exc: BaseException) -> str | None:
 def main(cfg: DictConfig) -> None:
     quiet_libraries()
     try:
-        log.info("Config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
         run_task(cfg)
     except Exception as exc:
         message = user_message(exc)

@@ -81,9 +81,7 @@ def load_detector(detector: str = "npr", checkpoint: str | Path | None = None, *
 
 
 def _augment(det: LoadedDetector) -> dict[str, Any]:
-    out = OmegaConf.to_container(det.cfg.augment, resolve=True)
-    assert isinstance(out, dict)
-    return out
+    return {str(k): v for k, v in dict(OmegaConf.to_container(det.cfg.augment, resolve=True)).items()}  # type: ignore[arg-type]
 
 
 def _inpaint(det: LoadedDetector, folder: str | Path, masks: str | Path | None) -> DiagnosticDataModule:
@@ -124,7 +122,7 @@ def refit_head(det: LoadedDetector, mask: torch.Tensor, real: list[str], fake: l
     validation folders). `head`: RefitSettings fields to change (e.g. l2=[0.01])."""
     from dear_exp import schema
 
-    settings = schema.settings(RefitSettings, OmegaConf.merge(det.cfg.head, head), "head")
+    settings = schema.settings(RefitSettings, OmegaConf.merge(det.cfg.head, head), "head")  # type: ignore[arg-type]
     if settings.solver != "newton" or settings.mode != "cached":
         raise DearError("the Python API refits with head.solver=newton on cached rows; use the CLI for head=reference")
     train = TrainDataModule(root=str(Path.cwd()), train={"real": real, "fake": fake},

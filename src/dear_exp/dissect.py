@@ -46,7 +46,7 @@ def rad_per_image(features: torch.Tensor, masks: torch.Tensor, soft: bool = Fals
     Inside mean = sum(F*m)/(sum(m)+eps), background mean = sum(F*(1-m))/(sum(1-m)+eps), with m
     the bilinearly resized binary mask used as a soft weight.
     """
-    m = mask_weights(masks, features.shape[-2:], soft).to(features.dtype)
+    m = mask_weights(masks, (features.shape[-2], features.shape[-1]), soft).to(features.dtype)
     inside = (features * m).sum((2, 3)) / (m.sum((2, 3)) + EPS)
     background = (features * (1 - m)).sum((2, 3)) / ((1 - m).sum((2, 3)) + EPS)
     return inside - background
@@ -83,7 +83,7 @@ class RADAccumulator:
 
 @torch.no_grad()
 def dissect(
-    detector: torch.nn.Module,
+    detector: Detector,
     loader: torch.utils.data.DataLoader,
     max_batches: int,
     device: torch.device,

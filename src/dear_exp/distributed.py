@@ -30,6 +30,19 @@ def world() -> int:
     return dist.get_world_size() if active() else 1
 
 
+def rank_world(owner: Any) -> tuple[int, int]:
+    """This process's rank and the number of ranks as its trainer sees them: `owner` is a Trainer, or a
+    LightningModule / LightningDataModule attached to one (1 process if none). Unlike `rank()` and
+    `world()`, right even before Lightning has started the other ranks."""
+    if isinstance(owner, L.Trainer):
+        trainer = owner
+    elif isinstance(owner, L.LightningModule):
+        trainer = owner._trainer  # the `trainer` property raises when none is attached
+    else:
+        trainer = getattr(owner, "trainer", None)
+    return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+
 def broadcast(obj: T) -> T:
     """Rank 0's `obj` on every rank."""
     if not active():
@@ -65,5 +78,5 @@ class _Rendezvous(L.LightningModule):
 
 def rendezvous(trainer: L.Trainer) -> None:
     """Start every rank now (one trivial predict call), when the trainer spans several processes."""
-    if trainer.world_size > 1 and not active():
+    if rank_world(trainer)[1] > 1 and not active():
         trainer.predict(_Rendezvous(), dataloaders=DataLoader(torch.zeros(1, 1)), return_predictions=False)

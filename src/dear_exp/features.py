@@ -131,7 +131,7 @@ def extract(trainer: L.Trainer, extractor: FeatureExtractor, datasets: list[View
     """Rows of every data set, in index order, from one `trainer.predict` call. Under DDP each
     rank scores whole batches (round robin, the batches of a single process); the rows are
     gathered on every rank and checked: each index of each data set exactly once."""
-    batches = StackedBatches(datasets, batch_size, trainer.global_rank, trainer.world_size)
+    batches = StackedBatches(datasets, batch_size, *distributed.rank_world(trainer))
     loader = make_loader(Stacked(datasets), num_workers, batch_sampler=batches)
     with whole_predict(trainer):
         outputs = trainer.predict(extractor, dataloaders=loader)

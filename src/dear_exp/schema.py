@@ -141,8 +141,7 @@ def check_settings(cls: type, values: Mapping[str, Any], prefix: str) -> None:
 
 def settings(cls: type, group: DictConfig, prefix: str) -> Any:
     """A typed settings object from its config group, checked."""
-    values = OmegaConf.to_container(group, resolve=True)
-    assert isinstance(values, dict)
+    values = {str(k): v for k, v in dict(OmegaConf.to_container(group, resolve=True)).items()}  # type: ignore[arg-type]
     values.pop("_target_", None)
     check_settings(cls, values, prefix)
     obj = cls(**values)
@@ -203,9 +202,6 @@ def validate(cfg: DictConfig) -> None:
             tree[str(k)] = OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
         except Exception:  # an interpolation only a running Hydra job resolves (hydra:runtime.output_dir)
             tree[str(k)] = OmegaConf.to_container(cfg[k], resolve=False) if OmegaConf.is_config(cfg[k]) else None
-    for group, path in SETTINGS.items():
-        if group in cfg:
-            settings(get_class(path), cfg[group], group)
     for key, value in _leaves(tree, ""):
         name = key.split(".")[-1]
         if name in RULES and value is not None and not _is_missing(value):
@@ -213,8 +209,11 @@ def validate(cfg: DictConfig) -> None:
             check_range(key, value, kind, low, inclusive, high, example)
         if key in ENUMS and value not in ENUMS[key]:
             raise fail(key, value, f"must be one of {', '.join(ENUMS[key])}", ENUMS[key][0])
+    for group, path in SETTINGS.items():
+        if group in cfg:
+            settings(get_class(path), cfg[group], group)
     workers = tree.get("num_workers")
-    if workers != "auto" and not (_is(workers, int) and workers >= 0):
+    if workers != "auto" and not (isinstance(workers, int) and not isinstance(workers, bool) and workers >= 0):
         raise fail("num_workers", workers, "must be auto or a whole number >= 0", "0")
     task = tree.get("task", {})
     unknown = [p for p in task.get("thresholds", []) or [] if p not in POLICIES]

@@ -19,6 +19,7 @@ from dear_exp.data.folders import inpaint_pairs, labelled_samples
 from dear_exp.data.images import Preprocess
 from dear_exp.data.postprocess import Chain
 from dear_exp.data.samplers import SeededSampler, ShardedBatches, SizeBucketBatchSampler
+from dear_exp.distributed import rank_world
 from dear_exp.errors import DearError
 
 
@@ -41,12 +42,6 @@ def collate_or_none(batch: list[Any]) -> Any:
     """A rank's slice of a global batch may be empty (a last batch smaller than the number of
     ranks): it becomes None, which the steps skip, instead of an item counted twice."""
     return default_collate(batch) if batch else None
-
-
-def rank_world(module: L.LightningDataModule) -> tuple[int, int]:
-    """This process's rank and the number of ranks, from the attached trainer (1 process if none)."""
-    trainer = getattr(module, "trainer", None)
-    return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
 
 def check_shardable(n: int, batch_size: int, world: int, what: str) -> None:

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import Dataset
 
 from dear_exp.data.folders import InpaintPair, Sample
-from dear_exp.data.images import Preprocess, image_size, load_image
+from dear_exp.data.images import Preprocess, image_header, load_image
 from dear_exp.data.postprocess import Chain
 from dear_exp.data.seeding import item_seed
 from dear_exp.errors import DearError
@@ -102,7 +102,7 @@ class EvalImages(Dataset):
         """Sizes after post-processing and the detector's trim, from headers and drawn parameters."""
         sizes = []
         for s in self.samples:
-            _, size = self.chain.plan(s.key, image_size(s.path))
+            _, size = self.chain.plan(s.key, image_header(s.path)[1])
             sizes.append(self.preprocess.out_size(*size))
         return sizes
 

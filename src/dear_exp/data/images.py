@@ -22,11 +22,11 @@ def load_image(path: Path, mode: str = "RGB") -> Image.Image:
         raise DearError(f"corrupt or unreadable image {path} ({exc}); replace or remove the file") from None
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the header only."""
+def image_header(path: Path) -> tuple[str | None, tuple[int, int]]:
+    """(format, (width, height)) from the header only: nothing is decoded."""
     try:
         with Image.open(path) as img:
-            return img.size
+            return img.format, img.size
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
         raise DearError(f"corrupt or unreadable image {path} ({exc}); replace or remove the file") from None
 

@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
-import os
 import pickle
-import tempfile
+import shutil
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from dear_exp.errors import DearError
-from dear_exp.files import write_atomic
+from dear_exp.files import atomic_path, file_sha256
 from dear_exp.hub import hub_offline, hub_unreachable
 
 WRAPPERS = ("model", "state_dict", "net")
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def check_sha256(path: Path, sha256: str | None) -> None:
+    """Refuse a file whose sha256 is not the expected one (nothing to check when none is given)."""
+    if sha256 and file_sha256(path) != sha256.lower():
+        raise DearError(f"checkpoint {path} has sha256 {file_sha256(path)}, expected {sha256}; re-download it")
 
 
 def read_state_dict(path: Path, hint: str = "", sha256: str | None = None) -> dict[str, torch.Tensor]:
@@ -33,8 +28,7 @@ def read_state_dict(path: Path, hint: str = "", sha256: str | None = None) -> di
     path = Path(path)
     if not path.is_file():
         raise DearError(f"checkpoint not found: {path}; {hint or 'check the path'}")
-    if sha256 and sha256_of(path) != sha256.lower():
-        raise DearError(f"checkpoint {path} has sha256 {sha256_of(path)}, expected {sha256}; re-download it")
+    check_sha256(path, sha256)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -87,9 +81,8 @@ def load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -
 
 def save_atomic(obj: dict[str, object], path: Path) -> None:
     """torch.save, written atomically (a reader never sees half a file)."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    write_atomic(path, buf.getvalue())
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def fetch_from_hub(target: Path, repo_id: str, filename: str, revision: str | None = None) -> Path:
@@ -109,14 +102,6 @@ def fetch_from_hub(target: Path, repo_id: str, filename: str, revision: str | No
         cached = Path(hf_hub_download(repo_id=repo_id, filename=filename, revision=revision))
     except Exception as exc:
         raise DearError(f"cannot fetch {where} from the Hugging Face Hub ({type(exc).__name__}: {exc})") from None
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    os.close(fd)
-    try:
-        with open(cached, "rb") as src, open(tmp, "wb") as dst:
-            for block in iter(lambda: src.read(1 << 20), b""):
-                dst.write(block)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(target) as tmp:
+        shutil.copyfile(cached, tmp)
     return target

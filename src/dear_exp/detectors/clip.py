@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from dear_exp.detectors.base import Detector
-from dear_exp.detectors.checkpoint import load_strict, read_state_dict, sha256_of
+from dear_exp.detectors.checkpoint import check_sha256, load_strict, read_state_dict
 from dear_exp.errors import DearError
 
 # the URL openai/CLIP's clip.py downloads ViT-L/14 from; its path segment is the file's SHA-256
@@ -159,8 +159,7 @@ def is_torchscript(path: Path) -> bool:
 def read_torchscript_state(path: Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
     """The state dict of a TorchScript archive. `torch.jit.load` deserialises TorchScript only (no
     arbitrary Python is unpickled); no method of the loaded module is ever called."""
-    if sha256 and sha256_of(path) != sha256.lower():
-        raise DearError(f"checkpoint {path} has sha256 {sha256_of(path)}, expected {sha256}; re-download it")
+    check_sha256(path, sha256)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still the only reader
@@ -361,8 +360,7 @@ def read_release(path: Path, hint: str = "", sha256: str | None = None) -> dict[
         infos = zf.infolist()
         if len(infos) != 1 or infos[0].is_dir():  # a torch.save archive is a zip of many members
             return read_state_dict(path, hint=hint, sha256=sha256)
-        if sha256 and sha256_of(path) != sha256.lower():
-            raise DearError(f"checkpoint {path} has sha256 {sha256_of(path)}, expected {sha256}; re-download it")
+        check_sha256(path, sha256)
         member = infos[0]
         suffix = ".safetensors" if member.filename.endswith(".safetensors") else ".pth"
         with tempfile.TemporaryDirectory(prefix="dear_zip_") as tmp:

@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import lightning as L
-import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from dear_exp import distributed
 from dear_exp.data.images import load_image
 from dear_exp.data.seeding import item_seed
 from dear_exp.errors import DearError
@@ -125,12 +125,7 @@ class InpaintWriter(L.LightningModule):
         mine = {"rank": self.global_rank, "device": str(self.trainer.strategy.root_device),
                 "load_seconds": self.load_seconds, "step_seconds": self.step_seconds,
                 "records": [asdict(r) for r in self.records]}
-        ranks = [mine]
-        if torch.distributed.is_available() and torch.distributed.is_initialized() and self.trainer.world_size > 1:
-            gathered: list[Any] = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(gathered, mine)
-            ranks = gathered
-        self.ranks = sorted(ranks, key=lambda r: r["rank"])
+        self.ranks = sorted(distributed.all_gather(mine), key=lambda r: r["rank"])
 
     def on_predict_end(self) -> None:
         self.pipe = None  # free the weights before the process goes on

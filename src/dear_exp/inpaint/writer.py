@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections import defaultdict
@@ -15,9 +14,9 @@ from PIL import Image
 
 from dear_exp.data.folders import list_images
 from dear_exp.errors import DearError
-from dear_exp.files import write_atomic
+from dear_exp.files import atomic_path, write_atomic
 
-_TEMPORARY = re.compile(r"\..+_(inpaint|mask|alpha)\.png\.\d+\.tmp")
+_TEMPORARY = re.compile(r"\..+_(inpaint|mask|alpha)\.png\.[a-z0-9_]+\.tmp")  # what save_png_atomic leaves
 
 
 @dataclass(frozen=True)
@@ -146,13 +145,8 @@ def check_not_inside(layout: Layout, real_dir: Path) -> None:
 
 def save_png_atomic(image: Image.Image, path: Path) -> None:
     """Write to a hidden temporary in the same folder and rename: a file is complete or absent."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path, suffix=".tmp") as tmp:
         image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_outputs(layout: Layout, stem: str, inpaint: Image.Image, mask: Image.Image,

@@ -22,10 +22,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dear_exp.cache import Tensors
-from dear_exp.data.datamodules import DiagnosticDataModule, TrainDataModule, check_shardable, rank_world
+from dear_exp.data.datamodules import DiagnosticDataModule, TrainDataModule, check_shardable
 from dear_exp.data.samplers import ShardedBatches
 from dear_exp.data.seeding import item_seed
 from dear_exp.detectors.base import Detector
+from dear_exp.distributed import rank_world
 from dear_exp.errors import DearError
 from dear_exp.refit.head import MaskedLinearHead, balanced_accuracy
 
@@ -82,10 +83,11 @@ class HeadModule(L.LightningModule):
     def global_mean_bce(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean BCE over the global batch (all ranks' slices together)."""
         total = F.binary_cross_entropy_with_logits(logits, target, reduction="sum")
-        if self._trainer is None or self.trainer.world_size == 1:
+        world = rank_world(self)[1]
+        if world == 1:
             return total / max(len(target), 1)
         count = self.trainer.strategy.reduce(torch.tensor(float(len(target)), device=logits.device), reduce_op="sum")
-        return total * self.trainer.world_size / count
+        return total * world / count
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         x, y = batch["main"]
@@ -106,7 +108,8 @@ class HeadModule(L.LightningModule):
         self.log("val/bacc", self.val_bacc, prog_bar=True, batch_size=x.shape[0])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.head.parameters(), lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+        return torch.optim.Adam(self.head.parameters(), lr=self.lr, betas=self.betas,  # type: ignore[arg-type]
+                                weight_decay=self.weight_decay)
 
 
 class DEARModule(HeadModule):
@@ -255,7 +258,7 @@ class FeatureRefitDataModule(L.LightningDataModule):
         self.batch_size, self.inpaint_batch_size = batch_size, inpaint_batch_size
 
     def _loader(self, rows: FeatureRows, batches: Sampler) -> DataLoader:
-        return DataLoader(rows, batch_sampler=batches, collate_fn=_as_batch)
+        return DataLoader(rows, batch_sampler=batches, collate_fn=_as_batch)  # type: ignore[arg-type]
 
     def train_dataloader(self) -> dict[str, DataLoader]:
         rank, world = rank_world(self)
@@ -307,7 +310,7 @@ def adam_fit(module: L.LightningModule, data: L.LightningDataModule, trainer: L.
     if best is not None and best.best_model_path:
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
-        summary["val_bacc"] = float(best.best_model_score)
+        summary["val_bacc"] = float(best.best_model_score)  # type: ignore[arg-type]
         log.info("Restored the best head (val/bacc %.4f; last epoch %.4f) from %s", summary["val_bacc"],
                  summary["val_bacc_last"], best.best_model_path)
     else:

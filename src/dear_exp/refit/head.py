@@ -20,6 +20,7 @@ class MaskedLinearHead(nn.Module):
     def __init__(self, channels: int, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         self.linear = nn.Linear(channels, 1, dtype=dtype)
+        self.mask: torch.Tensor
         self.register_buffer("mask", torch.ones(channels, dtype=dtype))
 
     def set_mask(self, mask: torch.Tensor) -> None:

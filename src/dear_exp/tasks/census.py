@@ -12,7 +12,6 @@ lesson 4). Writes `census.csv` and `census.json` to the run's output folder. Nee
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import logging
@@ -21,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
-from PIL import Image, UnidentifiedImageError
 
 from dear_exp.data.benchmarks import BenchmarkIndex, load_index
 from dear_exp.data.folders import Sample
-from dear_exp.report import write_atomic
+from dear_exp.data.images import image_header
+from dear_exp.errors import DearError
+from dear_exp.files import file_sha256, write_atomic
 from dear_exp.build import ensure_demo
 
 log = logging.getLogger(__name__)
@@ -49,9 +49,8 @@ def bucket_of(short: int, edges: list[int], labels: list[str]) -> str:
 def probe(path: Path) -> tuple[str | None, tuple[int, int] | None]:
     """(format, (width, height)) from the header only; (None, None) when PIL cannot read it."""
     try:
-        with Image.open(path) as img:
-            return img.format, img.size
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+        return image_header(path)
+    except DearError:
         return None, None
 
 
@@ -78,11 +77,6 @@ def source_stats(samples: list[Sample], edges: list[int]) -> dict[str, Any]:
             "buckets": buckets, "ext_mismatch": mismatch, "unreadable": unreadable}
 
 
-def sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def duplicates(index: BenchmarkIndex) -> list[list[dict[str, str]]]:
     """Groups of identical files (same sha256), within or across sources; only files that share
     their byte size with another are hashed."""
@@ -97,7 +91,7 @@ def duplicates(index: BenchmarkIndex) -> list[list[dict[str, str]]]:
             continue
         for source, s in entries:
             if s.path not in digests:
-                digests[s.path] = sha256(s.path)
+                digests[s.path] = file_sha256(s.path)
             groups[digests[s.path]].append({"source": source, "key": s.key})
     return sorted((g for g in groups.values() if len(g) > 1), key=lambda g: g[0]["key"])
 

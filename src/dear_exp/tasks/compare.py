@@ -19,7 +19,7 @@ from dear_exp.report import compare_rows, write_atomic
 log = logging.getLogger(__name__)
 
 
-# the columns of results.csv that identify a run (tasks/evaluation.run_identity), seed aside
+# the columns of results.csv that identify a run (report.run_identity), seed aside
 IDENTITY = ("task", "detector", "layer", "benchmark", "prune_mode", "alpha_low", "alpha_high", "solver", "threads")
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from dear_exp.data.folders import list_images
 from dear_exp.data.images import load_image
 from dear_exp.data.postprocess import Chain
 from dear_exp.errors import DearError
-from dear_exp.files import write_atomic
+from dear_exp.files import atomic_path, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +58,8 @@ def export_one(item: tuple[str, list[dict[str, Any]], int, str, str, str, str, i
     setting, specs, seed, src, key, out, how, quality = item
     path, target = Path(src), Path(out)
     if how == "copy":
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
+        with atomic_path(target) as tmp:
             shutil.copyfile(path, tmp)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
         return
     image, data = Chain(setting, specs, seed).process(load_image(path), key)
     if how == "bytes":

@@ -101,6 +101,7 @@ def _predict(cfg: DictConfig, pending: list[Any], settings: InpaintSettings, lay
              source: Any) -> list[dict[str, Any]] | None:
     from dear_exp.inpaint.lightning import InpaintWriter, job_loader
     from dear_exp.build import make_trainer
+    from dear_exp.distributed import rank_world
 
     overrides: dict[str, Any] = {}
     devices = capped_devices(cfg.trainer, len(pending))
@@ -109,7 +110,7 @@ def _predict(cfg: DictConfig, pending: list[Any], settings: InpaintSettings, lay
         overrides["devices"] = devices
     module = InpaintWriter(pending, settings, layout, source)
     trainer = make_trainer(cfg.trainer, [], [], **overrides)
-    loader = job_loader(len(pending), settings.batch_size, trainer.global_rank, trainer.world_size)
+    loader = job_loader(len(pending), settings.batch_size, *rank_world(trainer))
     trainer.predict(module, dataloaders=loader, return_predictions=False)
     if not trainer.is_global_zero:
         return None
