@@ -29,8 +29,11 @@ def compose_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             # threads=1 first (an explicit threads= in overrides wins): tests run two at a time on two cores
-            cfg = compose("main", overrides=[f"paths.root_dir={root or tmp_path}", "threads=1", *overrides],
-                          return_hydra_config=True)
+            cfg = compose(
+                "main",
+                overrides=[f"paths.root_dir={root or tmp_path}", "threads=1", *overrides],
+                return_hydra_config=True,
+            )
         with read_write(cfg), open_dict(cfg):
             cfg.paths.output_dir = str(tmp_path / "out")
             cfg.hydra.runtime.output_dir = str(tmp_path / "out")

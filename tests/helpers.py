@@ -8,15 +8,22 @@ import sys
 from pathlib import Path
 
 
-def run_cli(*args: str, cwd: Path, timeout: int = 600, threads: int | None = 1,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, cwd: Path, timeout: int = 600, threads: int | None = 1, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """`python -m dear_exp *args` in a clean environment, with `threads=1` unless args set threads
     (tests run two at a time on two cores); threads=None: the config's default."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_", "WANDB_", "PYTEST_", "DEAR_"))}
     clean.update({"WANDB_SILENT": "true", "OMP_NUM_THREADS": "1", **(env or {})})
     pinned = [f"threads={threads}"] if threads is not None and not any(a.startswith("threads=") for a in args) else []
-    return subprocess.run([sys.executable, "-m", "dear_exp", *args, *pinned], cwd=cwd, env=clean, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "dear_exp", *args, *pinned],
+        cwd=cwd,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], *fragments: str) -> str:

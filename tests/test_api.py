@@ -28,9 +28,14 @@ def _user_folders(tiny_demo: Path, work: Path) -> None:
     from dear_exp.detectors.npr import NPR
 
     demo = tiny_demo / ".cache" / "demo" / "tiny-seed0"
-    links = {"data/train/real": "train/real/photos", "data/train/fake": "train/fake/gen_a",
-             "data/val/real": "val/real/photos", "data/val/fake": "val/fake/gen_a", "data/inpaint": "inpaint",
-             "data/test": "test/fake/gen_b"}
+    links = {
+        "data/train/real": "train/real/photos",
+        "data/train/fake": "train/fake/gen_a",
+        "data/val/real": "val/real/photos",
+        "data/val/fake": "val/fake/gen_a",
+        "data/inpaint": "inpaint",
+        "data/test": "test/fake/gen_b",
+    }
     for link, target in links.items():
         (work / link).parent.mkdir(parents=True, exist_ok=True)
         (work / link).symlink_to(demo / target)
@@ -46,8 +51,9 @@ def test_the_readme_python_block_runs_as_written(tiny_demo: Path, tmp_path: Path
     assert block, "the README lost its Python example"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_", "PYTEST_"))} | {"OMP_NUM_THREADS": "1"}
     code = "import torch; torch.set_num_threads(1)\n" + block.group(1)
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary, counts = proc.stdout.strip().splitlines()[-2:]
     assert "'solver': 'newton'" in summary and "'converged': True" in summary, summary
@@ -84,8 +90,10 @@ def test_the_readme_manifest_command_scores_a_folder(tiny_demo: Path, tmp_path: 
     assert "path,label,generator\nreal/0001.jpg,real,sdxl" in section
     command = re.search(r"```bash\n(.*?)```", section, re.S).group(1).replace("\\\n", " ")
     args = command.split()[3:]  # after `python -m dear_exp`
-    args = [a.replace("/path/to/NPR.pth", str(tmp_path / "checkpoints/npr/NPR.pth"))
-             .replace("/path/to/images", str(images)) for a in args]
+    args = [
+        a.replace("/path/to/NPR.pth", str(tmp_path / "checkpoints/npr/NPR.pth")).replace("/path/to/images", str(images))
+        for a in args
+    ]
     proc = run_cli(*args, "logger=none", "postprocess=clean", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = next((tmp_path / "logs").rglob("results.csv"))

@@ -61,8 +61,12 @@ def test_digest_ignores_key_order_but_not_values():
 def test_same_parts_same_path_and_every_changed_part_a_new_one(tmp_path: Path):
     """Each thing that changes the numbers must change the key, or a stale entry is reused."""
     net = _net()
-    base = {"detector": module_fingerprint(net), "layer": "layer2", "precision": "32-true",
-            "how": {"postprocess": "jpeg", "specs": [{"op": "jpeg", "quality": 75}], "seed": 0, "views": 4}}
+    base = {
+        "detector": module_fingerprint(net),
+        "layer": "layer2",
+        "precision": "32-true",
+        "how": {"postprocess": "jpeg", "specs": [{"op": "jpeg", "quality": 75}], "seed": 0, "views": 4},
+    }
     cache = FeatureCache(tmp_path)
     path = cache.path("views", base)
     assert path == FeatureCache(tmp_path).path("views", json.loads(json.dumps(base)))
@@ -228,10 +232,25 @@ def test_two_processes_compute_an_entry_once(tmp_path: Path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DEAR_"))}
     env["OMP_NUM_THREADS"] = "1"
     marker = tmp_path / "computed.txt"
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path / "cache"), str(marker),
-                               str(tmp_path / f"ready{i}"), str(tmp_path / f"ready{1 - i}")],
-                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                WORKER,
+                str(tmp_path / "cache"),
+                str(marker),
+                str(tmp_path / f"ready{i}"),
+                str(tmp_path / f"ready{1 - i}"),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     results = []
     for p in procs:
         out, err = p.communicate(timeout=180)

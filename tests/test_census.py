@@ -40,8 +40,13 @@ def test_census_counts_formats_buckets_and_warnings(compose_cfg, tmp_path: Path)
     result = census.run(cfg)
     sources = {s["name"]: s for s in result["sources"]}
     assert {k: (s["role"], s["n"]) for k, s in sources.items()} == {
-        "a/real": ("real", 4), "a": ("fake", 4), "b/real": ("real", 2), "b": ("fake", 6),
-        "c/real": ("real", 1), "c": ("fake", 0)}
+        "a/real": ("real", 4),
+        "a": ("fake", 4),
+        "b/real": ("real", 2),
+        "b": ("fake", 6),
+        "c/real": ("real", 1),
+        "c": ("fake", 0),
+    }
     assert sources["a/real"]["formats"] == {"JPEG": 4} and sources["a"]["formats"] == {"PNG": 4}
     assert sources["b"]["formats"] == {"PNG": 5, "JPEG": 1}
     assert sources["a/real"]["jpeg_share"] == 1.0 and sources["a"]["jpeg_share"] == 0.0
@@ -58,8 +63,9 @@ def test_census_counts_formats_buckets_and_warnings(compose_cfg, tmp_path: Path)
     assert "a/real:a/0_real/r2.jpg == b:b/1_fake/copy.jpg" in warnings
     assert "subset b: format bias: reals are 100% JPEG, fakes 17% (PNG)" in warnings  # r1.png is a JPEG
     assert "subset c: format bias" not in warnings and "subset a: unbalanced" not in warnings
-    assert result["duplicates"] == [[{"source": "a/real", "key": "a/0_real/r2.jpg"},
-                                     {"source": "b", "key": "b/1_fake/copy.jpg"}]]
+    assert result["duplicates"] == [
+        [{"source": "a/real", "key": "a/0_real/r2.jpg"}, {"source": "b", "key": "b/1_fake/copy.jpg"}]
+    ]
     out = Path(cfg.paths.output_dir)
     assert json.loads((out / "census.json").read_text())["warnings"] == result["warnings"]
     rows = list(csv.DictReader(open(out / "census.csv")))

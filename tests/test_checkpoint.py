@@ -43,7 +43,10 @@ def test_every_published_layout_loads_strictly_with_identical_logits(tmp_path: P
     if layout == "plain":  # model_epoch_last_3090.pth
         obj, path = sd, tmp_path / "m.pth"
     elif layout == "model_module":  # NPR.pth: {'model': ...} with DataParallel prefixes
-        obj, path = {"model": {f"module.{k}": v for k, v in sd.items()}, "total_steps": torch.tensor(3)}, tmp_path / "m.pth"
+        obj, path = (
+            {"model": {f"module.{k}": v for k, v in sd.items()}, "total_steps": torch.tensor(3)},
+            tmp_path / "m.pth",
+        )
     elif layout == "state_dict":
         obj, path = {"state_dict": sd}, tmp_path / "m.pth"
     elif layout == "no_nbt":
@@ -118,9 +121,11 @@ def test_hub_download_offline_fails_at_once_in_one_line(compose_cfg, tmp_path: P
     with pytest.raises(DearError) as err:
         build_detector(cfg.detector)
     assert time.perf_counter() - start < 2.0
-    assert str(err.value) == (f"checkpoint not found: {tmp_path}/checkpoints/npr/NPR.pth; HF_HUB_OFFLINE is set, so "
-                              f"download someone/npr/NPR.pth from the Hugging Face Hub elsewhere and place it at "
-                              f"{tmp_path}/checkpoints/npr/NPR.pth")
+    assert str(err.value) == (
+        f"checkpoint not found: {tmp_path}/checkpoints/npr/NPR.pth; HF_HUB_OFFLINE is set, so "
+        f"download someone/npr/NPR.pth from the Hugging Face Hub elsewhere and place it at "
+        f"{tmp_path}/checkpoints/npr/NPR.pth"
+    )
 
 
 def test_hub_download_lands_atomically_and_is_checked(compose_cfg, tmp_path: Path, monkeypatch):
@@ -138,8 +143,11 @@ def test_hub_download_lands_atomically_and_is_checked(compose_cfg, tmp_path: Pat
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(ck, "hub_unreachable", lambda timeout=3.0: None)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda **kw: calls.append(kw) or str(served))
-    cfg = compose_cfg("+experiment=npr_flux", "+detector.hub={repo_id: someone/npr, filename: NPR.pth}",
-                      f"detector.sha256={file_sha256(served)}")
+    cfg = compose_cfg(
+        "+experiment=npr_flux",
+        "+detector.hub={repo_id: someone/npr, filename: NPR.pth}",
+        f"detector.sha256={file_sha256(served)}",
+    )
     detector = build_detector(cfg.detector)
     assert calls == [{"repo_id": "someone/npr", "filename": "NPR.pth", "revision": None}]
     assert torch.equal(_reference_logits(detector), _reference_logits(source))

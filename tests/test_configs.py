@@ -9,8 +9,24 @@ from dear_exp.__main__ import CONF_DIR
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
 DEBUGS = sorted(p.stem for p in (Path(CONF_DIR) / "debug").glob("*.yaml"))
-REQUIRED_GROUPS = ["detector", "train_data", "diag_data", "benchmark", "postprocess", "prune", "head", "trainer",
-                   "logger", "callbacks", "paths", "hydra", "launcher", "sweep", "debug", "experiment"]
+REQUIRED_GROUPS = [
+    "detector",
+    "train_data",
+    "diag_data",
+    "benchmark",
+    "postprocess",
+    "prune",
+    "head",
+    "trainer",
+    "logger",
+    "callbacks",
+    "paths",
+    "hydra",
+    "launcher",
+    "sweep",
+    "debug",
+    "experiment",
+]
 
 
 def test_required_groups_exist():
@@ -39,8 +55,22 @@ def test_default_run_is_the_demo_experiment(compose_cfg):
         assert plain[key] == demo[key], key
 
 
-@pytest.mark.parametrize("group", ["detector", "prune", "postprocess", "trainer", "logger", "callbacks",
-                                   "benchmark", "train_data", "diag_data", "launcher", "sweep"])
+@pytest.mark.parametrize(
+    "group",
+    [
+        "detector",
+        "prune",
+        "postprocess",
+        "trainer",
+        "logger",
+        "callbacks",
+        "benchmark",
+        "train_data",
+        "diag_data",
+        "launcher",
+        "sweep",
+    ],
+)
 def test_every_option_composes(compose_cfg, group, tmp_path):
     for option in sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml")):
         prefix = "+" if group in ("launcher", "sweep") else ""

@@ -34,8 +34,14 @@ def test_labels_come_from_the_config_not_folder_order(tmp_path: Path):
     # alphabetical order would put ai first (label 0): GenImage's classic label flip
     samples = labelled_samples(tmp_path, real=["nature"], fake=["ai"], hint="h")
     assert [s.label for s in samples] == [REAL] * 3 + [FAKE] * 6
-    assert [s.key for s in samples][3:] == ["ai/00.png", "ai/01.png", "ai/02.png", "ai/03.png",
-                                             "ai/sub/00.png", "ai/sub/01.png"]
+    assert [s.key for s in samples][3:] == [
+        "ai/00.png",
+        "ai/01.png",
+        "ai/02.png",
+        "ai/03.png",
+        "ai/sub/00.png",
+        "ai/sub/01.png",
+    ]
 
 
 def test_missing_and_empty_folders(tmp_path: Path):
@@ -87,8 +93,12 @@ def test_postprocessing_is_identical_across_processes(tmp_path: Path):
         "print(hashlib.sha256(b''.join(d[k] for k in sorted(d))).hexdigest())"
     )
     root = Path(__file__).parent.parent
-    outs = {subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=root, capture_output=True, text=True,
-                           check=True).stdout.strip() for _ in range(2)}
+    outs = {
+        subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path)], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for _ in range(2)
+    }
     assert len(outs) == 1
 
 
@@ -149,5 +159,11 @@ def test_hidden_files_are_not_images(tmp_path: Path):
     (tmp_path / "ai" / "._00.png").write_bytes(b"\x00\x05AppleDouble")
     (tmp_path / "__MACOSX").mkdir()
     (tmp_path / "__MACOSX" / "01.png").write_bytes(b"junk")
-    assert [p.name for p in list_images(tmp_path / "ai", "h")] == ["00.png", "01.png", "02.png", "03.png",
-                                                                    "00.png", "01.png"]
+    assert [p.name for p in list_images(tmp_path / "ai", "h")] == [
+        "00.png",
+        "01.png",
+        "02.png",
+        "03.png",
+        "00.png",
+        "01.png",
+    ]

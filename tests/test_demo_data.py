@@ -135,14 +135,12 @@ def test_deterministic_across_roots(tiny: Path, tmp_path: Path) -> None:
 def test_concurrent_builders_agree(tiny: Path, tmp_path: Path) -> None:
     # Several Hydra multirun jobs may ask for the same folder at once.
     code = (
-        "import sys; from dear_exp.data.demo import ensure_demo_data; "
-        "print(ensure_demo_data(sys.argv[1], 'tiny', 0))"
+        "import sys; from dear_exp.data.demo import ensure_demo_data; print(ensure_demo_data(sys.argv[1], 'tiny', 0))"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     cmd = [sys.executable, "-c", code, str(tmp_path)]
     procs = [
-        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
-        for _ in range(3)
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True) for _ in range(3)
     ]
     results = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [err for _, err in results]

@@ -59,8 +59,12 @@ def test_generic_config_composes_and_instantiates(compose_cfg, tmp_path):
 
 @pytest.mark.parametrize(
     ("source", "layer", "channels", "size"),
-    [("timm", "layer2", 128, 8), ("timm", None, 512, 2), ("torchvision", "layer2", 128, 8),
-     ("torchvision", "layer4", 512, 2)],
+    [
+        ("timm", "layer2", 128, 8),
+        ("timm", None, 512, 2),
+        ("torchvision", "layer2", 128, 8),
+        ("torchvision", "layer4", 512, 2),
+    ],
 )
 def test_channels_are_discovered_and_the_head_reads_gap(source, layer, channels, size):
     net = BackboneDetector("resnet18", source=source, feature_layer=layer)

@@ -17,8 +17,16 @@ from dear_exp.detectors import build_detector, preprocess_of
 from dear_exp.detectors.clip import C2PCLIP, UFD, vision_config
 from dear_exp.errors import DearError
 
-TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
-            patch_size=8, projection_dim=16, hidden_act="quick_gelu")
+TINY = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    image_size=32,
+    patch_size=8,
+    projection_dim=16,
+    hidden_act="quick_gelu",
+)
 GRID = 32 // 8
 TINY_OVERRIDE = "+detector.net.vision={" + ",".join(f"{k}:{v}" for k, v in TINY.items()) + "}"
 
@@ -56,15 +64,18 @@ def hf_to_openai(sd: dict[str, torch.Tensor], layers: int, prefix: str = "visual
         o + "class_embedding": sd[v + "embeddings.class_embedding"],
         o + "positional_embedding": sd[v + "embeddings.position_embedding.weight"],
         o + "conv1.weight": sd[v + "embeddings.patch_embedding.weight"],
-        o + "ln_pre.weight": sd[v + "pre_layrnorm.weight"], o + "ln_pre.bias": sd[v + "pre_layrnorm.bias"],
-        o + "ln_post.weight": sd[v + "post_layernorm.weight"], o + "ln_post.bias": sd[v + "post_layernorm.bias"],
+        o + "ln_pre.weight": sd[v + "pre_layrnorm.weight"],
+        o + "ln_pre.bias": sd[v + "pre_layrnorm.bias"],
+        o + "ln_post.weight": sd[v + "post_layernorm.weight"],
+        o + "ln_post.bias": sd[v + "post_layernorm.bias"],
         o + "proj": sd["visual_projection.weight"].t().contiguous(),
     }
     for i in range(layers):
         h, b = f"{v}encoder.layers.{i}.", f"{o}transformer.resblocks.{i}."
         for kind in ("weight", "bias"):
             out[f"{b}attn.in_proj_{kind}"] = torch.cat(
-                [sd[f"{h}self_attn.{p}_proj.{kind}"] for p in ("q", "k", "v")], dim=0)
+                [sd[f"{h}self_attn.{p}_proj.{kind}"] for p in ("q", "k", "v")], dim=0
+            )
             out[f"{b}attn.out_proj.{kind}"] = sd[f"{h}self_attn.out_proj.{kind}"]
             out[f"{b}ln_1.{kind}"] = sd[f"{h}layer_norm1.{kind}"]
             out[f"{b}ln_2.{kind}"] = sd[f"{h}layer_norm2.{kind}"]
@@ -75,10 +86,18 @@ def hf_to_openai(sd: dict[str, torch.Tensor], layers: int, prefix: str = "visual
 
 def _with_text_tower(openai: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """What the full OpenAI model also holds: text keys (some named like visual ones), ints."""
-    return {**openai, "positional_embedding": torch.randn(8, 16), "token_embedding.weight": torch.randn(50, 16),
-            "transformer.resblocks.0.attn.in_proj_weight": torch.randn(48, 16), "text_projection": torch.randn(16, 16),
-            "ln_final.weight": torch.ones(16), "logit_scale": torch.tensor(4.6),
-            "input_resolution": torch.tensor(32), "context_length": torch.tensor(8), "vocab_size": torch.tensor(50)}
+    return {
+        **openai,
+        "positional_embedding": torch.randn(8, 16),
+        "token_embedding.weight": torch.randn(50, 16),
+        "transformer.resblocks.0.attn.in_proj_weight": torch.randn(48, 16),
+        "text_projection": torch.randn(16, 16),
+        "ln_final.weight": torch.ones(16),
+        "logit_scale": torch.tensor(4.6),
+        "input_resolution": torch.tensor(32),
+        "context_length": torch.tensor(8),
+        "vocab_size": torch.tensor(50),
+    }
 
 
 def save_torchscript(state: dict[str, torch.Tensor], path: Path) -> None:
@@ -110,9 +129,18 @@ def _save_backbone(layout: str, ref: CLIPVisionModelWithProjection, tmp_path: Pa
         ref.save_pretrained(tmp_path / "hf")
         return tmp_path / "hf"
     if layout == "hf_clipmodel_folder":  # what openai/clip-vit-large-patch14 is: text and vision towers
-        cfg = CLIPConfig(text_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                          num_attention_heads=2, vocab_size=50, max_position_embeddings=8),
-                         vision_config=TINY, projection_dim=16)
+        cfg = CLIPConfig(
+            text_config=dict(
+                hidden_size=16,
+                intermediate_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                vocab_size=50,
+                max_position_embeddings=8,
+            ),
+            vision_config=TINY,
+            projection_dim=16,
+        )
         full = CLIPModel(cfg)
         missing, unexpected = full.load_state_dict(sd, strict=False)
         assert not [k for k in missing if k.startswith(("vision_model", "visual_projection"))] and not unexpected

@@ -47,8 +47,11 @@ def save_layout(state: dict[str, torch.Tensor], layout: str, directory: Path) ->
         save_file({k: v.contiguous() for k, v in state.items()}, str(path))
         return path
     if layout == "model":  # CNNSpot / Corvi / Rajan / DEAR: {'model': sd}, maybe with trainer state
-        obj: object = {"model": state, "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]},
-                       "total_steps": torch.tensor(11)}
+        obj: object = {
+            "model": state,
+            "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]},
+            "total_steps": torch.tensor(11),
+        }
     elif layout == "model_module":  # DataParallel prefixes
         obj = {"model": {f"module.{k}": v for k, v in state.items()}}
     elif layout == "plain":
@@ -101,8 +104,14 @@ def poisoned(model: nn.Module) -> nn.Module:
     return model
 
 
-ARCH = {"corvi": "stride1", "rajan": "stride1", "cnnspot": "stride2", "cnnspot_p01": "stride2",
-        "dear_c": "gated", "dear_r": "gated"}
+ARCH = {
+    "corvi": "stride1",
+    "rajan": "stride1",
+    "cnnspot": "stride2",
+    "cnnspot_p01": "stride2",
+    "dear_c": "gated",
+    "dear_r": "gated",
+}
 _CACHE: dict[str, tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 _TARGETS: dict[str, nn.Module] = {}
 
@@ -160,18 +169,27 @@ def test_corvi_key_layout_is_the_released_one(compose_cfg):
     assert len(sd) == 320 and len([k for k in sd if not k.endswith("num_batches_tracked")]) == 267
     assert sum(p.numel() for p in model.parameters()) == 23_510_081
     shapes = {
-        "conv1.weight": (64, 3, 7, 7), "bn1.weight": (64,), "bn1.num_batches_tracked": (),
-        "layer1.0.conv1.weight": (64, 64, 1, 1), "layer1.0.downsample.0.weight": (256, 64, 1, 1),
-        "layer2.0.conv2.weight": (128, 128, 3, 3), "layer2.0.downsample.0.weight": (512, 256, 1, 1),
-        "layer3.0.downsample.0.weight": (1024, 512, 1, 1), "layer3.5.bn3.weight": (1024,),
-        "layer4.0.conv1.weight": (512, 1024, 1, 1), "layer4.0.downsample.1.running_var": (2048,),
-        "layer4.2.conv3.weight": (2048, 512, 1, 1), "layer4.2.bn3.running_mean": (2048,),
-        "fc.weight": (1, 2048), "fc.bias": (1,),
+        "conv1.weight": (64, 3, 7, 7),
+        "bn1.weight": (64,),
+        "bn1.num_batches_tracked": (),
+        "layer1.0.conv1.weight": (64, 64, 1, 1),
+        "layer1.0.downsample.0.weight": (256, 64, 1, 1),
+        "layer2.0.conv2.weight": (128, 128, 3, 3),
+        "layer2.0.downsample.0.weight": (512, 256, 1, 1),
+        "layer3.0.downsample.0.weight": (1024, 512, 1, 1),
+        "layer3.5.bn3.weight": (1024,),
+        "layer4.0.conv1.weight": (512, 1024, 1, 1),
+        "layer4.0.downsample.1.running_var": (2048,),
+        "layer4.2.conv3.weight": (2048, 512, 1, 1),
+        "layer4.2.bn3.running_mean": (2048,),
+        "fc.weight": (1, 2048),
+        "fc.bias": (1,),
     }
     assert {k: tuple(sd[k].shape) for k in shapes} == shapes
     assert not any(k.startswith(("avgpool", "dropout")) for k in sd)
     reference = resnet50(weights=None, num_classes=1).state_dict()
     assert {k: v.shape for k, v in sd.items()} == {k: v.shape for k, v in reference.items()}
+
 
 def test_dear_release_key_layout(gated):
     gated = _release_state(gated)
@@ -236,7 +254,7 @@ def test_dear_release_missing_gate_unprefixed_or_soft_is_refused(tmp_path: Path,
         gated.load_checkpoint(save_layout(state, "model", tmp_path))
     assert "does not fit GatedResNet: missing keys: gate.gate" in str(err.value) and "\n" not in str(err.value)
 
-    base = {k[len("backbone."):]: v for k, v in state.items()}  # a base Corvi/Rajan file
+    base = {k[len("backbone.") :]: v for k, v in state.items()}  # a base Corvi/Rajan file
     with pytest.raises(DearError, match="not a DEAR release .*detector=corvi"):
         gated.load_checkpoint(save_layout(base, "plain", tmp_path))
 

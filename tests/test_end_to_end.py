@@ -42,8 +42,15 @@ def test_demo_fast_dev_run_in_process(compose_cfg, tiny_demo: Path, tmp_path: Pa
 def test_four_job_multirun_each_with_its_own_wandb_run(tiny_demo: Path, tmp_path: Path):
     root = tmp_path / "root"
     shutil.copytree(tiny_demo, root)
-    proc = run_cli("-m", "+experiment=demo", "prune.alpha_low=0.1,0.2", "prune.alpha_high=0.8,0.9",
-                   "+debug=fdr", "logger=wandb", cwd=root)
+    proc = run_cli(
+        "-m",
+        "+experiment=demo",
+        "prune.alpha_low=0.1,0.2",
+        "prune.alpha_high=0.8,0.9",
+        "+debug=fdr",
+        "logger=wandb",
+        cwd=root,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     sweeps = list((root / "logs" / "debug" / "multiruns").iterdir())
     assert len(sweeps) == 1
@@ -62,6 +69,7 @@ def test_four_job_multirun_each_with_its_own_wandb_run(tiny_demo: Path, tmp_path
 
 def _dear_layout(demo: Path, root: Path) -> None:
     """A tiny data tree in the DEAR reference layout, filled from the embedded demo's images."""
+
     def copy(src: str, dst: str, pattern: str = "*") -> None:
         (root / dst).mkdir(parents=True, exist_ok=True)
         for f in sorted((demo / src).glob(pattern)):
@@ -93,8 +101,14 @@ def test_npr_flux_on_released_checkpoint_format_and_reference_layout(compose_cfg
     ckpt.parent.mkdir(parents=True)
     torch.manual_seed(0)
     torch.save({"model": {f"module.{k}": v for k, v in NPR().state_dict().items()}, "total_steps": 1}, ckpt)
-    cfg = compose_cfg("+experiment=npr_flux", "+debug=limit", "diag_data.batch_size=4", "train_data.batch_size=4",
-                      "benchmark.batch_size=4", root=root)
+    cfg = compose_cfg(
+        "+experiment=npr_flux",
+        "+debug=limit",
+        "diag_data.batch_size=4",
+        "train_data.batch_size=4",
+        "benchmark.batch_size=4",
+        root=root,
+    )
     run_task(cfg)
     out = Path(cfg.paths.output_dir)
     rows = list(csv.DictReader(open(out / "results.csv")))
@@ -107,10 +121,10 @@ def test_npr_flux_on_released_checkpoint_format_and_reference_layout(compose_cfg
 
 
 def test_train_base_writes_a_released_format_checkpoint(compose_cfg, tiny_demo: Path, tmp_path: Path):
-    from dear_exp.detectors.checkpoint import read_state_dict
-    from dear_exp.detectors.npr import NPR
-    from dear_exp.detectors.checkpoint import load_strict
     import torch
+
+    from dear_exp.detectors.checkpoint import load_strict, read_state_dict
+    from dear_exp.detectors.npr import NPR
 
     target = tmp_path / "trained.pth"
     cfg = compose_cfg("task=train_base", "+debug=fdr", f"detector.checkpoint={target}", root=tiny_demo)
@@ -126,16 +140,21 @@ def test_evaluate_scores_the_released_detector_and_a_saved_head(compose_cfg, tin
     shutil.copytree(tiny_demo, root)
     cfg = compose_cfg("+experiment=demo", "+debug=default", "postprocess=clean", root=root)
     run_task(cfg)
-    dear_rows = {(r["model"], r["threshold_policy"], r["subset"]): r
-                 for r in csv.DictReader(open(Path(cfg.paths.output_dir) / "results.csv"))
-                 if r["threshold_policy"] != "calibrated" and r["model"] in ("base", "dear")}
+    dear_rows = {
+        (r["model"], r["threshold_policy"], r["subset"]): r
+        for r in csv.DictReader(open(Path(cfg.paths.output_dir) / "results.csv"))
+        if r["threshold_policy"] != "calibrated" and r["model"] in ("base", "dear")
+    }
     head = Path(cfg.paths.output_dir) / "head.safetensors"
-    cfg = compose_cfg("+experiment=demo", "task=evaluate", f"task.head={head}", "+debug=default", "postprocess=clean",
-                      root=root)
+    cfg = compose_cfg(
+        "+experiment=demo", "task=evaluate", f"task.head={head}", "+debug=default", "postprocess=clean", root=root
+    )
     cfg.paths.output_dir = str(tmp_path / "eval")
     run_task(cfg)
-    rows = {(r["model"], r["threshold_policy"], r["subset"]): r
-            for r in csv.DictReader(open(tmp_path / "eval" / "results.csv"))}
+    rows = {
+        (r["model"], r["threshold_policy"], r["subset"]): r
+        for r in csv.DictReader(open(tmp_path / "eval" / "results.csv"))
+    }
     assert set(rows) == set(dear_rows)
     for key, row in rows.items():
         for metric in ("AUC", "AP", "R.Acc", "F.Acc"):

@@ -17,8 +17,11 @@ pytestmark = pytest.mark.xdist_group("cli")
 
 def test_missing_checkpoint_names_the_path_and_where_to_get_it(tmp_path: Path):
     proc = run_cli("+experiment=npr_flux", cwd=tmp_path)
-    assert_one_line_error(proc, f"checkpoint not found: {tmp_path}/checkpoints/npr/NPR.pth",
-                          "github.com/chuangchuangtan/NPR-DeepfakeDetection")
+    assert_one_line_error(
+        proc,
+        f"checkpoint not found: {tmp_path}/checkpoints/npr/NPR.pth",
+        "github.com/chuangchuangtan/NPR-DeepfakeDetection",
+    )
 
 
 def test_missing_data_folder_and_wrong_keys(tmp_path: Path):

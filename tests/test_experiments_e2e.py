@@ -45,8 +45,14 @@ def _save_released(cfg, fmt: str) -> None:
     torch.save({"model": sd}, path)
 
 
-FAST = ("+debug=limit", "postprocess=clean", "train_data.batch_size=4", "diag_data.batch_size=4",
-        "benchmark.batch_size=2", "diag_data.dissect_max_batches=2")
+FAST = (
+    "+debug=limit",
+    "postprocess=clean",
+    "train_data.batch_size=4",
+    "diag_data.batch_size=4",
+    "benchmark.batch_size=2",
+    "diag_data.dissect_max_batches=2",
+)
 
 
 @pytest.mark.slow
@@ -55,9 +61,22 @@ def test_corvi_ldm_dear_c_recipe_on_the_full_dear_layout(compose_cfg, user_root:
     _save_released(cfg, "model")
     run_task(cfg)
     rows = _rows(cfg)
-    assert {r["subset"] for r in rows} == {"sd", "midjourney", "kandinsky", "playground", "pixart", "lcm", "flux",
-                                           "wuerstchen", "amused", "chameleon", "wildrf", "loki",
-                                           "mean:generators", "mean:wild"}
+    assert {r["subset"] for r in rows} == {
+        "sd",
+        "midjourney",
+        "kandinsky",
+        "playground",
+        "pixart",
+        "lcm",
+        "flux",
+        "wuerstchen",
+        "amused",
+        "chameleon",
+        "wildrf",
+        "loki",
+        "mean:generators",
+        "mean:wild",
+    }
     kept = sum(1 for r in csv.DictReader(open(Path(cfg.paths.output_dir) / "rad_scores.csv")) if r["kept"] == "1")
     assert kept == 1230  # DEAR-c: 0.2 / 0.8 of 2048
 
@@ -68,8 +87,9 @@ def test_cnnspot_flux_and_evaluating_released_dear_c(compose_cfg, user_root: Pat
     _save_released(cfg, "model")
     run_task(cfg)
     assert {r["subset"] for r in _rows(cfg)} == {"flux", "mean"}
-    cfg = compose_cfg("task=evaluate", "detector=dear_c", "benchmark=dear_flux", "postprocess=clean",
-                      "+debug=default", root=user_root)
+    cfg = compose_cfg(
+        "task=evaluate", "detector=dear_c", "benchmark=dear_flux", "postprocess=clean", "+debug=default", root=user_root
+    )
     cfg.paths.output_dir = str(tmp_path / "eval")
     _save_released(cfg, "dear")
     run_task(cfg)
@@ -87,8 +107,15 @@ def test_ufd_flux_dissects_patch_tokens_of_a_tiny_clip(compose_cfg, user_root: P
     torch.manual_seed(0)
     backbone = user_root / "checkpoints/clip/tiny"
     CLIPVisionModelWithProjection(CLIPVisionConfig(**TINY)).save_pretrained(backbone)
-    cfg = compose_cfg("+experiment=ufd_flux", *FAST, TINY_OVERRIDE, f"detector.net.backbone={backbone}",
-                      "detector.preprocess.center_crop=32", "augment.crop=32", root=user_root)
+    cfg = compose_cfg(
+        "+experiment=ufd_flux",
+        *FAST,
+        TINY_OVERRIDE,
+        f"detector.net.backbone={backbone}",
+        "detector.preprocess.center_crop=32",
+        "augment.crop=32",
+        root=user_root,
+    )
     fc = Path(cfg.detector.checkpoint)
     fc.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"weight": torch.randn(1, TINY["projection_dim"]), "bias": torch.zeros(1)}, fc)

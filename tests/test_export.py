@@ -88,7 +88,8 @@ def test_export_formats_and_one_setting(compose_cfg, tmp_path: Path):
     assert Image.open(out).format == "JPEG"
     expected = io.BytesIO()
     Chain("small", SETTINGS["small"], 0)(Image.open(src / "real/r/0.png").convert("RGB"), "real/r/0.png").save(
-        expected, format="JPEG", quality=80)
+        expected, format="JPEG", quality=80
+    )
     assert out.read_bytes() == expected.getvalue()
     run(_cfg(compose_cfg, src, tmp_path / "png", "task.setting=[clean,jpeg]", "task.format=png"))
     assert Image.open(tmp_path / "png" / "clean" / "real" / "r" / "1.png").format == "PNG"
@@ -98,10 +99,12 @@ def test_export_formats_and_one_setting(compose_cfg, tmp_path: Path):
 def test_export_errors(compose_cfg, tmp_path: Path):
     src = tmp_path / "bench"
     _tree(src)
-    for extra, fragment in ((("task.src=" + str(tmp_path / "nope"),), "export source not found"),
-                            (("task.dst=" + str(src / "sub"),), "lies inside task.src"),
-                            (("task.setting=jpeg99",), "task.setting=jpeg99 is not a setting"),
-                            (("task.format=tiff",), "task.format=tiff is not one of keep, png, jpeg")):
+    for extra, fragment in (
+        (("task.src=" + str(tmp_path / "nope"),), "export source not found"),
+        (("task.dst=" + str(src / "sub"),), "lies inside task.src"),
+        (("task.setting=jpeg99",), "task.setting=jpeg99 is not a setting"),
+        (("task.format=tiff",), "task.format=tiff is not one of keep, png, jpeg"),
+    ):
         with pytest.raises(DearError, match=fragment):
             run(_cfg(compose_cfg, src, tmp_path / "out", *extra))
     with pytest.raises(DearError, match="task.dst is required"):
@@ -117,8 +120,14 @@ def test_export_cli_in_another_process_gives_identical_files(compose_cfg, tmp_pa
     _tree(src)
     cfg = compose_cfg("task=export", "postprocess=dear_processed", f"task.src={src}", f"task.dst={tmp_path / 'a'}")
     run(cfg)
-    proc = run_cli("task=export", "postprocess=dear_processed", f"task.src={src}", f"task.dst={tmp_path / 'b'}",
-                   "logger=none", cwd=tmp_path)
+    proc = run_cli(
+        "task=export",
+        "postprocess=dear_processed",
+        f"task.src={src}",
+        f"task.dst={tmp_path / 'b'}",
+        "logger=none",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "export: wrote 10, skipped 0 already there; 5 image(s) x 2 setting(s) (clean, processed)" in proc.stdout
     assert _files(tmp_path / "a") == _files(tmp_path / "b") and len(_files(tmp_path / "b")) == 12

@@ -36,8 +36,14 @@ def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _compose(compose_cfg, real: Path, out: Path, model: Path, *extra: str):
-    return compose_cfg("task=make_inpaint", f"inpaint.real_dir={real}", f"inpaint.out_dir={out}",
-                       f"inpaint.model={model}", *FAST, *extra)
+    return compose_cfg(
+        "task=make_inpaint",
+        f"inpaint.real_dir={real}",
+        f"inpaint.out_dir={out}",
+        f"inpaint.model={model}",
+        *FAST,
+        *extra,
+    )
 
 
 def _files(out: Path) -> dict[str, bytes]:
@@ -107,9 +113,11 @@ def test_settings_are_validated():
 
 def test_every_inpaint_option_composes_under_make_inpaint(compose_cfg):
     assert "inpaint" not in compose_cfg()  # other tasks do not carry it
-    expected = {"sd15": (512, "stable-diffusion-v1-5/stable-diffusion-inpainting", "float16"),
-                "sdxl": (1024, "diffusers/stable-diffusion-xl-1.0-inpainting-0.1", "float16"),
-                "flux_fill": (1024, "black-forest-labs/FLUX.1-Fill-dev", "bfloat16")}
+    expected = {
+        "sd15": (512, "stable-diffusion-v1-5/stable-diffusion-inpainting", "float16"),
+        "sdxl": (1024, "diffusers/stable-diffusion-xl-1.0-inpainting-0.1", "float16"),
+        "flux_fill": (1024, "black-forest-labs/FLUX.1-Fill-dev", "bfloat16"),
+    }
     for option, (resolution, model, gpu_dtype) in expected.items():
         cfg = compose_cfg("task=make_inpaint", f"inpaint={option}")
         s = InpaintSettings.from_cfg(cfg.inpaint)
@@ -278,9 +286,16 @@ def test_default_512_path_composited_onto_original_pixels_with_alpha(compose_cfg
     real.mkdir()
     image = photo(200, 150, 3)
     image.save(real / "room.png")
-    cfg = compose_cfg("task=make_inpaint", f"inpaint.real_dir={real}", f"inpaint.out_dir={out}",
-                      f"inpaint.model={tiny_pipeline}", "inpaint.steps=2", "logger=none",
-                      "inpaint.composite=original", "inpaint.save_alpha=true")
+    cfg = compose_cfg(
+        "task=make_inpaint",
+        f"inpaint.real_dir={real}",
+        f"inpaint.out_dir={out}",
+        f"inpaint.model={tiny_pipeline}",
+        "inpaint.steps=2",
+        "logger=none",
+        "inpaint.composite=original",
+        "inpaint.save_alpha=true",
+    )
     assert cfg.inpaint.resolution == 512
     assert run_task(cfg)["written"] == 1
     result = np.asarray(Image.open(out / IMAGE_DIR / "room_inpaint.png"))
@@ -313,8 +328,10 @@ def test_cached_hub_id_loads_offline(compose_cfg, tmp_path, tiny_pipeline, monke
     assert _summary(cfg)["model"] == "dear-exp-tests/tiny-inpaint"
 
 
-@pytest.mark.skipif("alpha" not in InpaintPair.__dataclass_fields__,
-                    reason="needs {stem}_alpha.png reading in data/ and soft RAD weights (proposed with issue 5)")
+@pytest.mark.skipif(
+    "alpha" not in InpaintPair.__dataclass_fields__,
+    reason="needs {stem}_alpha.png reading in data/ and soft RAD weights (proposed with issue 5)",
+)
 def test_diagnostic_data_weights_rad_by_the_saved_alpha(compose_cfg, tmp_path, tiny_pipeline):
     import torch
 
@@ -324,14 +341,28 @@ def test_diagnostic_data_weights_rad_by_the_saved_alpha(compose_cfg, tmp_path, t
 
     real, out = tmp_path / "real", tmp_path / "set"
     make_real_dir(real, SIZES)
-    cfg = compose_cfg("task=make_inpaint", f"inpaint.real_dir={real}", f"inpaint.out_dir={out}",
-                      f"inpaint.model={tiny_pipeline}", *FAST, "inpaint.save_alpha=true", "inpaint.blur_factor=4")
+    cfg = compose_cfg(
+        "task=make_inpaint",
+        f"inpaint.real_dir={real}",
+        f"inpaint.out_dir={out}",
+        f"inpaint.model={tiny_pipeline}",
+        *FAST,
+        "inpaint.save_alpha=true",
+        "inpaint.blur_factor=4",
+    )
     run_task(cfg)
     pairs = inpaint_pairs(out, IMAGE_DIR, MASK_DIR, "")
     assert len(pairs) == 4 and all(p.alpha is not None and p.alpha.name.endswith("_alpha.png") for p in pairs)
     pre = Preprocess(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-    kw = dict(root=str(out), image_dir=IMAGE_DIR, mask_dir=MASK_DIR, augment={"name": "none", "crop": 1},
-              preprocess=pre, batch_size=1, num_workers=0)
+    kw = dict(
+        root=str(out),
+        image_dir=IMAGE_DIR,
+        mask_dir=MASK_DIR,
+        augment={"name": "none", "crop": 1},
+        preprocess=pre,
+        batch_size=1,
+        num_workers=0,
+    )
     soft = DiagnosticDataModule(**kw, rad_weight="alpha")
     soft.setup("fit")
     _, weight, target = soft.dataset[0]
@@ -345,8 +376,10 @@ def test_diagnostic_data_weights_rad_by_the_saved_alpha(compose_cfg, tmp_path, t
     scores, stats = dissect(Identity(), soft.dissect_dataloader(), 10, torch.device("cpu"), soft=True)
     assert stats["images"] == 4 and scores.shape == (3,)
     x, w, _ = soft.dataset[0]
-    assert torch.allclose(rad_per_image(x[None], w[None], soft=True),
-                          rad_per_image(x[None], torch.from_numpy(alpha).float()[None], soft=True))
+    assert torch.allclose(
+        rad_per_image(x[None], w[None], soft=True),
+        rad_per_image(x[None], torch.from_numpy(alpha).float()[None], soft=True),
+    )
     assert not torch.allclose(rad_per_image(x[None], w[None], soft=True), rad_per_image(x[None], w[None]))
     next(out.rglob("*_alpha.png")).unlink()
     missing = DiagnosticDataModule(**kw, rad_weight="alpha")
@@ -359,9 +392,17 @@ def test_cli_ddp_two_processes_write_each_file_exactly_once(compose_cfg, tmp_pat
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a local pipeline folder needs no network
     real = tmp_path / "real"
     stems = make_real_dir(real, SIZES + [(72, 72)])
-    proc = run_cli("task=make_inpaint", f"inpaint.real_dir={real}", f"inpaint.out_dir={tmp_path / 'ddp'}",
-                   f"inpaint.model={tiny_pipeline}", *FAST, "trainer=ddp", "trainer.accelerator=cpu",
-                   "trainer.devices=2", cwd=tmp_path)
+    proc = run_cli(
+        "task=make_inpaint",
+        f"inpaint.real_dir={real}",
+        f"inpaint.out_dir={tmp_path / 'ddp'}",
+        f"inpaint.model={tiny_pipeline}",
+        *FAST,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "make_inpaint: 5 written, 0 skipped (already done), 0 failed" in proc.stdout
     [summary_file] = (tmp_path / "logs" / "make_inpaint" / "runs").glob(f"*/{SUMMARY_FILE}")

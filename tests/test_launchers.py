@@ -51,8 +51,16 @@ def test_two_parallel_jobs_share_one_cache(tiny_demo: Path, tmp_path: Path):
     first = run_cli("demo.scale=tiny", "logger=csv", "head.max_epochs=1", cwd=root)  # trains the base
     assert first.returncode == 0, first.stderr[-3000:]
     shutil.rmtree(root / ".cache" / "features")
-    proc = run_cli("-m", "+launcher=joblib", "demo.scale=tiny", "logger=csv", "head.max_epochs=1",
-                   "prune.alpha_low=0.1,0.2", "hydra.sweep.dir=sweep", cwd=root)
+    proc = run_cli(
+        "-m",
+        "+launcher=joblib",
+        "demo.scale=tiny",
+        "logger=csv",
+        "head.max_epochs=1",
+        "prune.alpha_low=0.1,0.2",
+        "hydra.sweep.dir=sweep",
+        cwd=root,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     logs = [(root / "sweep" / str(j) / "dear.log").read_text() for j in (0, 1)]
     computed = [line for log in logs for line in log.splitlines() if "Cache miss" in line]

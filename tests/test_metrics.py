@@ -38,11 +38,17 @@ def test_logit_exactly_zero_counts_as_wrong_for_both_classes():
 def test_each_generator_is_scored_against_its_paired_real_set():
     from dear_exp.data.datamodules import EvalSource
 
-    sources = [EvalSource("laion", "clean", True), EvalSource("imagenet", "clean", True),
-               EvalSource("ldm", "clean", False), EvalSource("guided", "clean", False)]
+    sources = [
+        EvalSource("laion", "clean", True),
+        EvalSource("imagenet", "clean", True),
+        EvalSource("ldm", "clean", False),
+        EvalSource("guided", "clean", False),
+    ]
+
     def batch(values):
         t = torch.tensor(values)
         return [{"base": t, "dear": -t}]
+
     outputs = [batch([-1.0, -2.0]), batch([5.0, 6.0]), batch([1.0, 2.0]), batch([3.0, 4.0])]
     subsets = {"ldm": {"fake": "x", "real": "laion"}, "guided": {"fake": "y", "real": "imagenet"}}
     rows = evaluate_predictions(sources, outputs, subsets)

@@ -5,11 +5,11 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from dear_exp.dissect import rad_scores
 from dear_exp import build
 from dear_exp.detectors import build_detector, preprocess_of
-from dear_exp.refit import DEARModule, RefitDataModule
+from dear_exp.dissect import rad_scores
 from dear_exp.prune import channel_mask
+from dear_exp.refit import DEARModule, RefitDataModule
 
 
 def _setup(compose_cfg, tiny_demo: Path, *overrides: str):
@@ -26,8 +26,16 @@ def _setup(compose_cfg, tiny_demo: Path, *overrides: str):
 
 
 def _trainer(tmp_path: Path, callbacks, **kw) -> L.Trainer:
-    return L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                     enable_progress_bar=False, default_root_dir=tmp_path, callbacks=callbacks, **kw)
+    return L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+        callbacks=callbacks,
+        **kw,
+    )
 
 
 def test_mode_none_gives_the_detectors_own_logits_before_refit(compose_cfg, tiny_demo, tmp_path):

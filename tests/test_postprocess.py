@@ -42,6 +42,7 @@ def _run(specs: list[dict], img: Image.Image, key: str = "fake/x.png", seed: int
 
 # --- each op equals its library's own call --------------------------------------------------------
 
+
 @pytest.mark.parametrize("quality", [30, 75, 95])
 def test_jpeg_pil_equals_pil_encode_decode(quality):
     img = _image()
@@ -74,10 +75,21 @@ def test_webp_equals_pil():
     assert np.array_equal(out, np.array(Image.open(buf).convert("RGB"))) and not np.array_equal(out, np.array(img))
 
 
-PIL_FILTERS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
-               "lanczos": Image.LANCZOS, "box": Image.BOX, "hamming": Image.HAMMING}
-CV2_FLAGS = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC,
-             "lanczos": cv2.INTER_LANCZOS4, "area": cv2.INTER_AREA}
+PIL_FILTERS = {
+    "nearest": Image.NEAREST,
+    "bilinear": Image.BILINEAR,
+    "bicubic": Image.BICUBIC,
+    "lanczos": Image.LANCZOS,
+    "box": Image.BOX,
+    "hamming": Image.HAMMING,
+}
+CV2_FLAGS = {
+    "nearest": cv2.INTER_NEAREST,
+    "bilinear": cv2.INTER_LINEAR,
+    "bicubic": cv2.INTER_CUBIC,
+    "lanczos": cv2.INTER_LANCZOS4,
+    "area": cv2.INTER_AREA,
+}
 
 
 @pytest.mark.parametrize("interp", list(PIL_FILTERS))
@@ -95,16 +107,18 @@ def test_resize_cv2_equals_cv2(interp):
     assert np.array_equal(out, cv2.resize(np.array(img), (92, 70), interpolation=CV2_FLAGS[interp]))
 
 
-@pytest.mark.parametrize(("interp", "antialias"), [("bilinear", True), ("bicubic", True), ("bicubic", False),
-                                                   ("nearest", False)])
+@pytest.mark.parametrize(
+    ("interp", "antialias"), [("bilinear", True), ("bicubic", True), ("bicubic", False), ("nearest", False)]
+)
 def test_resize_torch_equals_torchvision(interp, antialias):
     import torch
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms.functional import resize
 
     img = _image()
-    out, _ = _run([{"op": "resize", "size": [23, 17], "interpolation": interp, "backend": "torch",
-                    "antialias": antialias}], img)
+    out, _ = _run(
+        [{"op": "resize", "size": [23, 17], "interpolation": interp, "backend": "torch", "antialias": antialias}], img
+    )
     chw = torch.from_numpy(np.array(img)).permute(2, 0, 1)
     expected = resize(chw, [17, 23], interpolation=InterpolationMode(interp), antialias=antialias)
     assert np.array_equal(out, expected.permute(1, 2, 0).numpy())
@@ -149,9 +163,15 @@ def test_noise_is_gaussian_in_pixel_units_clipped_and_seeded_per_image():
     assert not np.array_equal(a, b)
 
 
-@pytest.mark.parametrize(("op", "enhancer"), [("brightness", ImageEnhance.Brightness),
-                                              ("contrast", ImageEnhance.Contrast),
-                                              ("sharpness", ImageEnhance.Sharpness), ("color", ImageEnhance.Color)])
+@pytest.mark.parametrize(
+    ("op", "enhancer"),
+    [
+        ("brightness", ImageEnhance.Brightness),
+        ("contrast", ImageEnhance.Contrast),
+        ("sharpness", ImageEnhance.Sharpness),
+        ("color", ImageEnhance.Color),
+    ],
+)
 def test_enhance_ops_equal_imageenhance(op, enhancer):
     img = _image()
     out, _ = _run([{"op": op, "factor": 1.3}], img)
@@ -185,13 +205,21 @@ def test_chains_apply_in_the_stated_order():
 
 
 def test_every_op_predicts_its_output_size():
-    specs = [{"op": "jpeg", "quality": [40, 90]}, {"op": "webp", "quality": 50}, {"op": "blur", "sigma": [0, 2]},
-             {"op": "noise", "std": 3}, {"op": "brightness", "factor": 0.9}, {"op": "contrast", "factor": 1.1},
-             {"op": "sharpness", "factor": 1.5}, {"op": "color", "factor": 0.7},
-             {"op": "resize", "factor": [0.3, 1.7], "backend": "cv2", "interpolation": "area"},
-             {"op": "resize", "short_side": [16, 40], "backend": "torch"}, {"op": "crop", "size": [5, 30],
-                                                                              "mode": "random"},
-             {"op": "dear_processed"}, {"op": "corvi_social"}]
+    specs = [
+        {"op": "jpeg", "quality": [40, 90]},
+        {"op": "webp", "quality": 50},
+        {"op": "blur", "sigma": [0, 2]},
+        {"op": "noise", "std": 3},
+        {"op": "brightness", "factor": 0.9},
+        {"op": "contrast", "factor": 1.1},
+        {"op": "sharpness", "factor": 1.5},
+        {"op": "color", "factor": 0.7},
+        {"op": "resize", "factor": [0.3, 1.7], "backend": "cv2", "interpolation": "area"},
+        {"op": "resize", "short_side": [16, 40], "backend": "torch"},
+        {"op": "crop", "size": [5, 30], "mode": "random"},
+        {"op": "dear_processed"},
+        {"op": "corvi_social"},
+    ]
     assert {s["op"] for s in specs} == set(OPS)
     for spec in specs:
         for size in ((61, 47), (33, 90)):
@@ -202,25 +230,29 @@ def test_every_op_predicts_its_output_size():
 
 # --- errors ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("spec", "fragment"), [
-    ({"op": "sharpen"}, "unknown op 'sharpen'"),
-    ({"op": "jpeg"}, "op jpeg needs quality"),
-    ({"op": "jpeg", "quality": 0}, "quality must be an integer in [1, 100]"),
-    ({"op": "jpeg", "quality": 101}, "quality must be an integer in [1, 100]"),
-    ({"op": "jpeg", "quality": [95, 50]}, "low <= high"),
-    ({"op": "jpeg", "quality": 50, "backend": "libjpeg"}, "backend must be one of pil, cv2"),
-    ({"op": "jpeg", "qualty": 50}, "has no parameter 'qualty'"),
-    ({"op": "webp", "quality": 0}, "quality must be an integer in [1, 100]"),
-    ({"op": "blur", "sigma": -1}, "sigma must be a number >= 0"),
-    ({"op": "noise", "std": -2}, "std must be a number >= 0"),
-    ({"op": "resize", "factor": 0}, "factor must be a number > 0"),
-    ({"op": "resize"}, "needs exactly one of factor, short_side, size"),
-    ({"op": "resize", "factor": 0.5, "size": [3, 3]}, "needs exactly one of"),
-    ({"op": "resize", "factor": 0.5, "interpolation": "area"}, "interpolation must be one of"),
-    ({"op": "resize", "factor": 0.5, "antialias": False}, "antialias applies to backend torch only"),
-    ({"op": "crop", "size": 0}, "size must be an integer >= 1"),
-    ({"op": "contrast", "factor": "high"}, "factor must be a number"),
-])
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        ({"op": "sharpen"}, "unknown op 'sharpen'"),
+        ({"op": "jpeg"}, "op jpeg needs quality"),
+        ({"op": "jpeg", "quality": 0}, "quality must be an integer in [1, 100]"),
+        ({"op": "jpeg", "quality": 101}, "quality must be an integer in [1, 100]"),
+        ({"op": "jpeg", "quality": [95, 50]}, "low <= high"),
+        ({"op": "jpeg", "quality": 50, "backend": "libjpeg"}, "backend must be one of pil, cv2"),
+        ({"op": "jpeg", "qualty": 50}, "has no parameter 'qualty'"),
+        ({"op": "webp", "quality": 0}, "quality must be an integer in [1, 100]"),
+        ({"op": "blur", "sigma": -1}, "sigma must be a number >= 0"),
+        ({"op": "noise", "std": -2}, "std must be a number >= 0"),
+        ({"op": "resize", "factor": 0}, "factor must be a number > 0"),
+        ({"op": "resize"}, "needs exactly one of factor, short_side, size"),
+        ({"op": "resize", "factor": 0.5, "size": [3, 3]}, "needs exactly one of"),
+        ({"op": "resize", "factor": 0.5, "interpolation": "area"}, "interpolation must be one of"),
+        ({"op": "resize", "factor": 0.5, "antialias": False}, "antialias applies to backend torch only"),
+        ({"op": "crop", "size": 0}, "size must be an integer >= 1"),
+        ({"op": "contrast", "factor": "high"}, "factor must be a number"),
+    ],
+)
 def test_impossible_specs_are_one_line_errors(spec, fragment):
     with pytest.raises(DearError) as err:
         Chain("bad", [spec], seed=0)
@@ -229,15 +261,21 @@ def test_impossible_specs_are_one_line_errors(spec, fragment):
 
 # --- determinism -----------------------------------------------------------------------------------
 
-MIX = [{"op": "crop", "size": [24, 40], "mode": "random"}, {"op": "resize", "factor": [0.6, 1.4]},
-       {"op": "blur", "sigma": [0.0, 1.5]}, {"op": "noise", "std": [1, 5]},
-       {"op": "jpeg", "quality": [30, 95], "backend": "cv2"}]
+MIX = [
+    {"op": "crop", "size": [24, 40], "mode": "random"},
+    {"op": "resize", "factor": [0.6, 1.4]},
+    {"op": "blur", "sigma": [0.0, 1.5]},
+    {"op": "noise", "std": [1, 5]},
+    {"op": "jpeg", "quality": [30, 95], "backend": "cv2"},
+]
 KEYS = [f"{d}/{i:02d}.png" for d in ("real/r", "fake/a", "fake/b") for i in range(4)]
 
 
 def _outputs(keys: list[str], specs: list[dict], seed: int = 3) -> dict[str, bytes]:
-    chains = {name: Chain(name, s, seed) for name, s in (("mix", specs), ("dear", [{"op": "dear_processed"}]),
-                                                         ("corvi", [{"op": "corvi_social"}]))}
+    chains = {
+        name: Chain(name, s, seed)
+        for name, s in (("mix", specs), ("dear", [{"op": "dear_processed"}]), ("corvi", [{"op": "corvi_social"}]))
+    }
     out = {}
     for key in keys:
         img = _image(64, 48, seed=int(hashlib.sha256(key.encode()).hexdigest()[:6], 16))
@@ -258,16 +296,27 @@ def test_same_pixels_per_key_in_any_order():
 
 
 def test_same_pixels_in_another_process():
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from tests.test_postprocess import _outputs, _digest, KEYS,"
-            " MIX; print(_digest(_outputs(KEYS, MIX)))")
-    outs = [subprocess.run([sys.executable, "-c", code, str(ROOT)], cwd=ROOT, capture_output=True, text=True,
-                           check=True).stdout.strip() for _ in range(2)]
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from tests.test_postprocess import _outputs, _digest, KEYS,"
+        " MIX; print(_digest(_outputs(KEYS, MIX)))"
+    )
+    outs = [
+        subprocess.run(
+            [sys.executable, "-c", code, str(ROOT)], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for _ in range(2)
+    ]
     assert outs[0] == outs[1] == _digest(_outputs(KEYS, MIX))
 
 
 def test_another_global_seed_draws_other_parameters():
-    for spec in MIX + [{"op": "dear_processed"}, {"op": "corvi_social"}, {"op": "webp", "quality": [10, 90]},
-                       {"op": "brightness", "factor": [0.5, 1.5]}, {"op": "resize", "short_side": [10, 40]}]:
+    for spec in MIX + [
+        {"op": "dear_processed"},
+        {"op": "corvi_social"},
+        {"op": "webp", "quality": [10, 90]},
+        {"op": "brightness", "factor": [0.5, 1.5]},
+        {"op": "resize", "short_side": [10, 40]},
+    ]:
         a = [Chain("s", [spec], 0).plan(k, (300, 200))[0] for k in KEYS]
         b = [Chain("s", [spec], 1).plan(k, (300, 200))[0] for k in KEYS]
         assert a != b, spec
@@ -275,6 +324,7 @@ def test_another_global_seed_draws_other_parameters():
 
 
 # --- DEAR's test_processed -------------------------------------------------------------------------
+
 
 class _Replay:
     """Stands in for Python's `random` in the reference script, answering with our drawn values and
@@ -335,8 +385,11 @@ def test_dear_processed_draws_in_protocol_ranges_and_matches_the_reference(size)
         assert 50 <= p["quality"] <= 95 and isinstance(p["quality"], int)
         lo, hi = (1.0, min(1024 / w, 1024 / h)) if p["upscale"] else (max(256 / w, 256 / h), 1.0)
         assert min(lo, hi) <= p["factor"] <= max(lo, hi)
-        assert out_size == p["size"] == (max(256, min(1024, int(w * p["factor"]))),
-                                         max(256, min(1024, int(h * p["factor"]))))
+        assert (
+            out_size
+            == p["size"]
+            == (max(256, min(1024, int(w * p["factor"]))), max(256, min(1024, int(h * p["factor"]))))
+        )
         assert all(256 <= s <= 1024 for s in out_size)
         assert all(0.8 <= p[k] <= 1.2 for k in ("brightness", "contrast", "sharpness", "color"))
     assert coins == {True, False}  # both branches of the coin are taken
@@ -356,6 +409,7 @@ def test_dear_processed_draws_in_protocol_ranges_and_matches_the_reference(size)
 
 
 # --- Corvi's social-network chain ------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("size", [(1024, 768), (3000, 2500), (180, 170), (120, 150)])
 def test_corvi_social_follows_grip_random_operations(size):
@@ -381,6 +435,7 @@ def test_corvi_social_follows_grip_random_operations(size):
 
 # --- presets against the protocols (docs/benchmarks.md "Robustness protocols") ----------------------
 
+
 def _settings(compose_cfg, preset: str) -> dict:
     from omegaconf import OmegaConf
 
@@ -401,48 +456,84 @@ def _blur(s: float) -> list[dict]:
 def test_aigcdb_preset(compose_cfg):
     # JPEG PIL --jpg_qual 95; blur gaussian_filter --blur_sig 1.0; Resize((H/2, W/2)) bilinear
     assert _settings(compose_cfg, "aigcdb") == {
-        "clean": [], "jpeg95": _jpeg(95), "blur1.0": _blur(1.0),
-        "resize0.5": [{"op": "resize", "factor": 0.5, "interpolation": "bilinear", "backend": "pil",
-                       "rounding": "floor"}]}
+        "clean": [],
+        "jpeg95": _jpeg(95),
+        "blur1.0": _blur(1.0),
+        "resize0.5": [
+            {"op": "resize", "factor": 0.5, "interpolation": "bilinear", "backend": "pil", "rounding": "floor"}
+        ],
+    }
 
 
 def test_sidbench_preset_with_blur_before_jpeg(compose_cfg):
     s = _settings(compose_cfg, "sidbench")
-    assert s == {"clean": [], **{f"jpeg{q}": _jpeg(q) for q in (95, 90, 50, 30)},
-                 **{f"blur{g}": _blur(g) for g in (2, 4)}, "blur2_jpeg50": _blur(2) + _jpeg(50)}
+    assert s == {
+        "clean": [],
+        **{f"jpeg{q}": _jpeg(q) for q in (95, 90, 50, 30)},
+        **{f"blur{g}": _blur(g) for g in (2, 4)},
+        "blur2_jpeg50": _blur(2) + _jpeg(50),
+    }
     assert [op["op"] for op in s["blur2_jpeg50"]] == ["blur", "jpeg"]
 
 
 def test_ufd_preset(compose_cfg):
-    assert _settings(compose_cfg, "ufd") == {"clean": [], **{f"jpeg{q}": _jpeg(q) for q in range(100, 29, -10)},
-                                             **{f"blur{g}": _blur(g) for g in range(5)}}
+    assert _settings(compose_cfg, "ufd") == {
+        "clean": [],
+        **{f"jpeg{q}": _jpeg(q) for q in range(100, 29, -10)},
+        **{f"blur{g}": _blur(g) for g in range(5)},
+    }
 
 
 def test_genimage_preset(compose_cfg):
     s = _settings(compose_cfg, "genimage")
-    assert s == {"clean": [],
-                 "lowres112": [{"op": "resize", "size": [112, 112], "interpolation": "bilinear", "backend": "pil"}],
-                 "lowres64": [{"op": "resize", "size": [64, 64], "interpolation": "bilinear", "backend": "pil"}],
-                 "jpeg65": _jpeg(65), "jpeg30": _jpeg(30), "blur3": _blur(3), "blur5": _blur(5)}
+    assert s == {
+        "clean": [],
+        "lowres112": [{"op": "resize", "size": [112, 112], "interpolation": "bilinear", "backend": "pil"}],
+        "lowres64": [{"op": "resize", "size": [64, 64], "interpolation": "bilinear", "backend": "pil"}],
+        "jpeg65": _jpeg(65),
+        "jpeg30": _jpeg(30),
+        "blur3": _blur(3),
+        "blur5": _blur(5),
+    }
 
 
 def test_corvi_social_preset(compose_cfg):
-    assert _settings(compose_cfg, "corvi_social") == {"clean": [], "social": [
-        {"op": "corvi_social", "crop": [160, 2048], "crop_ratio": [5, 8], "size": 200, "quality": [65, 100]}]}
+    assert _settings(compose_cfg, "corvi_social") == {
+        "clean": [],
+        "social": [
+            {"op": "corvi_social", "crop": [160, 2048], "crop_ratio": [5, 8], "size": 200, "quality": [65, 100]}
+        ],
+    }
 
 
 def test_dear_processed_preset(compose_cfg):
-    assert _settings(compose_cfg, "dear_processed") == {"clean": [], "processed": [
-        {"op": "dear_processed", "quality": [50, 95], "side": [256, 1024], "enhance": [0.8, 1.2]}]}
+    assert _settings(compose_cfg, "dear_processed") == {
+        "clean": [],
+        "processed": [{"op": "dear_processed", "quality": [50, 95], "side": [256, 1024], "enhance": [0.8, 1.2]}],
+    }
 
 
 def test_sweep_presets(compose_cfg):
     assert _settings(compose_cfg, "jpeg_sweep") == {"clean": [], **{f"jpeg{q}": _jpeg(q) for q in range(100, 29, -10)}}
-    assert _settings(compose_cfg, "webp_sweep") == {"clean": [], **{f"webp{q}": [{"op": "webp", "quality": q}]
-                                                                    for q in range(100, 29, -10)}}
-    assert _settings(compose_cfg, "resize_sweep") == {"clean": [], **{
-        f"short{int(r * 512)}": [{"op": "resize", "short_side": int(r * 512), "interpolation": "bicubic",
-                                  "backend": "pil", "rounding": "floor"}] for r in (0.5, 0.75, 1.0, 1.5, 2.0)}}
+    assert _settings(compose_cfg, "webp_sweep") == {
+        "clean": [],
+        **{f"webp{q}": [{"op": "webp", "quality": q}] for q in range(100, 29, -10)},
+    }
+    assert _settings(compose_cfg, "resize_sweep") == {
+        "clean": [],
+        **{
+            f"short{int(r * 512)}": [
+                {
+                    "op": "resize",
+                    "short_side": int(r * 512),
+                    "interpolation": "bicubic",
+                    "backend": "pil",
+                    "rounding": "floor",
+                }
+            ]
+            for r in (0.5, 0.75, 1.0, 1.5, 2.0)
+        },
+    }
 
 
 def test_existing_presets_still_parse(compose_cfg):
@@ -450,5 +541,19 @@ def test_existing_presets_still_parse(compose_cfg):
     assert _settings(compose_cfg, "clean_jpeg")["jpeg75"] == [{"op": "jpeg", "quality": 75}]
     assert set(_settings(compose_cfg, "robust")) == {"clean", "jpeg75", "webp75", "resize0.5", "jpeg50-95"}
     presets = sorted(p.stem for p in (Path(CONF_DIR) / "postprocess").glob("*.yaml"))
-    assert presets == sorted(["aigcdb", "clean", "clean_jpeg", "corvi_social", "dear_processed", "genimage",
-                              "jpeg_sweep", "resize_sweep", "robust", "sidbench", "ufd", "webp_sweep"])
+    assert presets == sorted(
+        [
+            "aigcdb",
+            "clean",
+            "clean_jpeg",
+            "corvi_social",
+            "dear_processed",
+            "genimage",
+            "jpeg_sweep",
+            "resize_sweep",
+            "robust",
+            "sidbench",
+            "ufd",
+            "webp_sweep",
+        ]
+    )

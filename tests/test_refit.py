@@ -4,7 +4,6 @@ convergence reporting, and the controls of a task=dear run."""
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -25,7 +24,11 @@ def _problem(seed: int = 0, channels: int = 12):
 
     def rows(n: int, p_fake: float) -> dict[str, torch.Tensor]:
         y = (torch.rand(n, generator=gen) < p_fake).float()
-        x = torch.randn(n, channels, generator=gen) * scale + 3.0 + 0.8 * y.unsqueeze(1) * torch.randn(channels, generator=gen)
+        x = (
+            torch.randn(n, channels, generator=gen) * scale
+            + 3.0
+            + 0.8 * y.unsqueeze(1) * torch.randn(channels, generator=gen)
+        )
         return {"pooled": x.float(), "label": y}
 
     mask = torch.ones(channels)
@@ -43,7 +46,9 @@ def _sklearn_fit(train, inpaint, mask, inpaint_weight: float, l2: float):
     mu, sd = x.mean(0), x.std(0)
     z = np.vstack([(x - mu) / sd, (inpaint["pooled"].double().numpy()[:, kept] - mu) / sd])
     y = np.concatenate([train["label"].numpy(), inpaint["label"].numpy()])
-    weights = np.concatenate([np.full(len(x), 1 / len(x)), np.full(len(inpaint["label"]), inpaint_weight / len(inpaint["label"]))])
+    weights = np.concatenate(
+        [np.full(len(x), 1 / len(x)), np.full(len(inpaint["label"]), inpaint_weight / len(inpaint["label"]))]
+    )
     clf = LogisticRegression(C=1 / l2, tol=1e-12, max_iter=100_000).fit(z, y, sample_weight=weights)
     return clf, mu, sd
 
@@ -103,7 +108,9 @@ def test_an_unconverged_solve_is_a_warning_with_its_numbers(caplog):
         fit = newton_fit(train, inpaint, val, mask, 1.0, [1e-3], max_iter=1)
     assert not fit.chosen.converged and fit.chosen.iterations == 1
     message = caplog.records[-1].getMessage()
-    assert "did not converge at l2=0.001" in message and "1 Newton iterations" in message and "max |gradient|" in message
+    assert (
+        "did not converge at l2=0.001" in message and "1 Newton iterations" in message and "max |gradient|" in message
+    )
 
 
 def _views(cache: Path) -> dict[str, dict[str, torch.Tensor]]:
@@ -128,8 +135,14 @@ def test_dear_run_fits_the_controls_and_the_refit_matches_a_reference_fit(compos
     fits = [r for r in csv.DictReader(open(out / "refit.csv")) if r["chosen"] == "True"]
     assert [f["model"] for f in fits] == ["refit", "random", "dear"]
     assert all(f["converged"] == "True" and float(f["grad_max"]) <= 1e-9 for f in fits)
-    heads = {name: load_file(out / f) for name, f in
-             (("refit", "head_refit.safetensors"), ("random", "head_random.safetensors"), ("dear", "head.safetensors"))}
+    heads = {
+        name: load_file(out / f)
+        for name, f in (
+            ("refit", "head_refit.safetensors"),
+            ("random", "head_random.safetensors"),
+            ("dear", "head.safetensors"),
+        )
+    }
     assert int(heads["refit"]["mask"].sum()) == 512
     assert int(heads["random"]["mask"].sum()) == int(heads["dear"]["mask"].sum()) == 512 - 2 * 102
     assert not torch.equal(heads["random"]["mask"], heads["dear"]["mask"])
@@ -146,14 +159,25 @@ def test_dear_run_fits_the_controls_and_the_refit_matches_a_reference_fit(compos
         logits = heads["refit"]["weight"].double() @ views["val"]["pooled"].double().T + heads["refit"]["bias"].double()
     assert np.abs(logits.numpy()[0] - z).max() < 1e-5
     # a control's saved head, evaluated on its own, is reported under its name with the run's numbers
-    cfg = compose_cfg("+experiment=demo", "+debug=default", "postprocess=clean", "task=evaluate",
-                      f"task.head={out / 'head_refit.safetensors'}", root=root)
+    cfg = compose_cfg(
+        "+experiment=demo",
+        "+debug=default",
+        "postprocess=clean",
+        "task=evaluate",
+        f"task.head={out / 'head_refit.safetensors'}",
+        root=root,
+    )
     cfg.paths.output_dir = str(tmp_path / "eval")
     run_task(cfg)
-    again = {(r["model"], r["threshold_policy"], r["subset"]): r["AUC"] for r in csv.DictReader(open(tmp_path / "eval" / "results.csv"))}
+    again = {
+        (r["model"], r["threshold_policy"], r["subset"]): r["AUC"]
+        for r in csv.DictReader(open(tmp_path / "eval" / "results.csv"))
+    }
     assert {m for m, _, _ in again} == {"base", "refit"}
-    assert all(auc == next(r["AUC"] for r in rows if (r["model"], r["threshold_policy"], r["subset"]) == key)
-               for key, auc in again.items())
+    assert all(
+        auc == next(r["AUC"] for r in rows if (r["model"], r["threshold_policy"], r["subset"]) == key)
+        for key, auc in again.items()
+    )
 
 
 def test_prune_none_is_the_refit_alone_and_says_so(compose_cfg, tiny_demo: Path, tmp_path: Path):
@@ -173,15 +197,27 @@ def test_controls_off_and_the_adam_recipe_keeps_its_best_epoch(compose_cfg, tiny
     """head=reference (the paper's Adam): the kept epoch's val/bacc is what refit.csv reports."""
     root = tmp_path / "root"
     shutil.copytree(tiny_demo, root)
-    cfg = compose_cfg("+experiment=demo", "+debug=default", "postprocess=clean", "head=reference", "head.lr=1e-2",
-                      "trainer.max_epochs=4", "task.controls=false", "logger=csv", root=root)
+    cfg = compose_cfg(
+        "+experiment=demo",
+        "+debug=default",
+        "postprocess=clean",
+        "head=reference",
+        "head.lr=1e-2",
+        "trainer.max_epochs=4",
+        "task.controls=false",
+        "logger=csv",
+        root=root,
+    )
     run_task(cfg)
     out = Path(cfg.paths.output_dir)
     assert {r["model"] for r in csv.DictReader(open(out / "results.csv"))} == {"base", "dear"}
     (fit,) = list(csv.DictReader(open(out / "refit.csv")))
     assert fit["solver"] == "adam" and fit["model"] == "dear" and fit["epochs"] == "4"
-    epochs = [float(r["val/bacc"]) for r in csv.DictReader(open(next((out / "csv").glob("version_*/metrics.csv"))))
-              if r.get("val/bacc")]
+    epochs = [
+        float(r["val/bacc"])
+        for r in csv.DictReader(open(next((out / "csv").glob("version_*/metrics.csv"))))
+        if r.get("val/bacc")
+    ]
     assert len(epochs) == 4 and float(fit["val_bacc"]) == pytest.approx(max(epochs))
     assert float(fit["val_bacc_last"]) == pytest.approx(epochs[-1])
     assert (out / "checkpoints" / "dear" / "best.ckpt").is_file()
@@ -205,16 +241,22 @@ def test_wandb_summary_holds_the_kept_value_not_the_last_logged(tmp_path: Path):
         finish_wandb()
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("head.views=2.5", "head.views=2.5 must be a whole number >= 1"),
-    ("head.max_iter=0", "head.max_iter=0 must be a whole number >= 1"),
-    ("head.l2=[0]", "head.l2=0 must be a number > 0"),
-    ("head.l2=[]", "head.l2=[] must list at least one L2 strength > 0"),
-    ("head.mode=online", "head.mode=online trains through the backbone at every step, which needs head.solver=adam"),
-    ("head.solver=lbfgs", "head.solver='lbfgs' must be one of newton, adam"),
-    ("head.lr=0", "head.lr=0 must be a number > 0"),
-    ("+head.l2s=[1]", "head.l2s is not a setting of head"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("head.views=2.5", "head.views=2.5 must be a whole number >= 1"),
+        ("head.max_iter=0", "head.max_iter=0 must be a whole number >= 1"),
+        ("head.l2=[0]", "head.l2=0 must be a number > 0"),
+        ("head.l2=[]", "head.l2=[] must list at least one L2 strength > 0"),
+        (
+            "head.mode=online",
+            "head.mode=online trains through the backbone at every step, which needs head.solver=adam",
+        ),
+        ("head.solver=lbfgs", "head.solver='lbfgs' must be one of newton, adam"),
+        ("head.lr=0", "head.lr=0 must be a number > 0"),
+        ("+head.l2s=[1]", "head.l2s is not a setting of head"),
+    ],
+)
 def test_impossible_refit_settings_fail_before_any_work(compose_cfg, override, message):
     from dear_exp.errors import DearError
     from dear_exp.schema import validate

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from dear_exp.data.datasets import EvalImages, LabelledImages
-from dear_exp.refit.adam import FeatureRefitDataModule, ViewSampler
 from dear_exp.data.folders import Sample
 from dear_exp.data.samplers import SeededSampler, ShardedBatches, SizeBucketBatchSampler
 from dear_exp.data.seeding import item_seed
 from dear_exp.features import StackedBatches
+from dear_exp.refit.adam import FeatureRefitDataModule, ViewSampler
 from dear_exp.refit.rows import Views
 
 WORLDS = (1, 2, 3)
@@ -67,8 +67,9 @@ def test_size_buckets_give_every_index_to_exactly_one_rank(n: int, world: int):
 def test_sharded_batches_slice_the_single_process_batches(n: int, world: int):
     single = list(ShardedBatches(ViewSampler(n, 1, seed=3) if n else range(0), 4))
     assert sorted(i for b in single for i in b) == list(range(n))
-    per_rank = [list(ShardedBatches(ViewSampler(n, 1, seed=3) if n else range(0), 4, rank, world))
-                for rank in range(world)]
+    per_rank = [
+        list(ShardedBatches(ViewSampler(n, 1, seed=3) if n else range(0), 4, rank, world)) for rank in range(world)
+    ]
     for rank, batches in enumerate(per_rank):
         assert len(batches) == len(single) == -(-n // 4)  # the same number of steps on every rank
         assert len(ShardedBatches(range(n), 4, rank, world)) == len(single)
@@ -120,7 +121,10 @@ def test_stacked_batches_cover_every_item_of_every_data_set_once(world, n_eval, 
 def test_a_rank_without_its_own_batch_gets_batch_0():
     datasets = [FakeEval([(32, 32)] * 3), FakeEval([(48, 32)] * 2)]
     assert [StackedBatches(datasets, 4, rank, 3).batches for rank in range(3)] == [
-        [[(0, 0), (0, 1), (0, 2)]], [[(1, 0), (1, 1)]], [[(0, 0), (0, 1), (0, 2)]]]
+        [[(0, 0), (0, 1), (0, 2)]],
+        [[(1, 0), (1, 1)]],
+        [[(0, 0), (0, 1), (0, 2)]],
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- view sampler
@@ -171,8 +175,8 @@ def test_more_samples_than_images_cycle_through_fresh_rounds_and_views():
 
 @pytest.fixture
 def demo_train(compose_cfg, tiny_demo):
-    from dear_exp.detectors import preprocess_of
     from dear_exp import build
+    from dear_exp.detectors import preprocess_of
 
     cfg = compose_cfg("+experiment=demo", "demo.scale=tiny", "num_workers=0", root=tiny_demo)
     data = build.train_data(cfg, preprocess_of(cfg.detector), cfg.augment, 8)

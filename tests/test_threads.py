@@ -16,8 +16,15 @@ from tests.helpers import run_cli
 def _fresh_run(tiny_demo: Path, root: Path, omp: str) -> Path:
     """The tiny demo from scratch (its base detector trained in this run) under OMP_NUM_THREADS=omp."""
     shutil.copytree(tiny_demo, root)
-    proc = run_cli("+debug=default", "logger=none", "threads=2", "hydra.run.dir=out", cwd=root, threads=None,
-                   env={"OMP_NUM_THREADS": omp})
+    proc = run_cli(
+        "+debug=default",
+        "logger=none",
+        "threads=2",
+        "hydra.run.dir=out",
+        cwd=root,
+        threads=None,
+        env={"OMP_NUM_THREADS": omp},
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "torch uses 2 CPU thread(s)" in (root / "out" / "debug.log").read_text()
     return root / "out"
@@ -54,7 +61,9 @@ def test_the_thread_count_keys_cpu_cache_entries(compose_cfg, tiny_demo: Path):
         store._common = None
         torch.set_num_threads(2)
         assert store.common["threads"] == 2 and one["threads"] == 1
-        assert {k: v for k, v in one.items() if k != "threads"} == {k: v for k, v in store.common.items() if k != "threads"}
+        assert {k: v for k, v in one.items() if k != "threads"} == {
+            k: v for k, v in store.common.items() if k != "threads"
+        }
     finally:
         torch.set_num_threads(saved)
 

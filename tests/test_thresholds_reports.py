@@ -31,8 +31,12 @@ def test_threshold_policies_on_a_constructed_case():
 
 
 def _rows(**kw):
-    sources = [EvalSource("r", "clean", True), EvalSource("a", "clean", False), EvalSource("b", "clean", False),
-               EvalSource("w", "clean", False)]
+    sources = [
+        EvalSource("r", "clean", True),
+        EvalSource("a", "clean", False),
+        EvalSource("b", "clean", False),
+        EvalSource("w", "clean", False),
+    ]
     batch = lambda t: [{"base": torch.tensor(t), "dear": torch.tensor(t) + 1}]  # noqa: E731
     outputs = [batch(REAL.tolist()), batch(FAKE.tolist()), batch([-2.0, 4.0]), batch([0.9, 1.2])]
     subsets = {"a": {"real": "r"}, "b": {"real": "r"}, "w": {"real": "r"}}
@@ -40,8 +44,11 @@ def _rows(**kw):
 
 
 def test_rows_per_policy_and_group_means_apart():
-    rows = _rows(groups={"generators": ["a", "b"], "wild": ["w"]}, policies=("logit0", "calibrated", "oracle"),
-                 calibrated={"base": 0.65, "dear": 1.65})
+    rows = _rows(
+        groups={"generators": ["a", "b"], "wild": ["w"]},
+        policies=("logit0", "calibrated", "oracle"),
+        calibrated={"base": 0.65, "dear": 1.65},
+    )
     by = {(r["model"], r["threshold_policy"], r["subset"]): r for r in rows}
     assert by[("base", "calibrated", "a")]["threshold"] == 0.65
     assert by[("dear", "calibrated", "a")]["R.Acc"] == pytest.approx(200 / 3)  # dear logits are base + 1
@@ -82,8 +89,20 @@ def test_report_and_plots_render_from_a_fixed_results_csv(tmp_path: Path):
 
 
 def test_compare_marks_the_best_per_comparable_group():
-    a = [{"model": "dear", "threshold_policy": "logit0", "postprocess": "clean", "subset": "mean",
-          "AUC": "90", "AP": "90", "R.Acc": "80", "F.Acc": "70", "Acc": "75", "Gap": "10"}]
+    a = [
+        {
+            "model": "dear",
+            "threshold_policy": "logit0",
+            "postprocess": "clean",
+            "subset": "mean",
+            "AUC": "90",
+            "AP": "90",
+            "R.Acc": "80",
+            "F.Acc": "70",
+            "Acc": "75",
+            "Gap": "10",
+        }
+    ]
     b = [{**a[0], "AUC": "95", "Gap": "-5"}, {**a[0], "postprocess": "jpeg", "AUC": "50"}]
     head, lines, best = compare_rows([("run a", a), ("run b", b)])
     auc, gap = head.index("AUC"), head.index("Gap")
@@ -100,8 +119,18 @@ def test_compare_and_predict_through_the_cli(tiny_demo: Path, tmp_path: Path):
         rows = _rows()
         for r in rows:
             r["AUC"] += i
-        write_csv(run_dir / "results.csv", rows, {"task": "dear", "detector": "npr", "benchmark": "demo",
-                                                   "prune_mode": "bilateral", "alpha_low": alpha, "alpha_high": "0.8"})
+        write_csv(
+            run_dir / "results.csv",
+            rows,
+            {
+                "task": "dear",
+                "detector": "npr",
+                "benchmark": "demo",
+                "prune_mode": "bilateral",
+                "alpha_low": alpha,
+                "alpha_high": "0.8",
+            },
+        )
     proc = run_cli("task=compare", "task.runs=[runs/*]", "logger=none", "hydra.run.dir=out_compare", cwd=root)
     assert proc.returncode == 0, proc.stderr[-3000:]
     md = (root / "out_compare" / "compare.md").read_text()
@@ -139,9 +168,23 @@ def test_compare_over_seeds_gives_mean_and_sd_per_configuration(compose_cfg, tmp
     identity = {"task": "dear", "detector": "npr", "benchmark": "demo", "prune_mode": "bilateral", "alpha_high": "0.8"}
     aucs = {("0.2", 0): 80.0, ("0.2", 1): 84.0, ("0.2", 2): 82.0, ("0.1", 0): 70.0, ("0.1", 1): 71.0}
     for (alpha, seed), auc in aucs.items():
-        rows = [{"model": "dear", "threshold_policy": "logit0", "postprocess": "clean", "subset": "mean",
-                 "AUC": auc, "AP": 1.0, "R.Acc": 1.0, "F.Acc": 1.0, "Acc": 1.0, "Gap": 0.0}]
-        write_csv(tmp_path / "runs" / f"{alpha}_{seed}" / "results.csv", rows, {**identity, "alpha_low": alpha, "seed": seed})
+        rows = [
+            {
+                "model": "dear",
+                "threshold_policy": "logit0",
+                "postprocess": "clean",
+                "subset": "mean",
+                "AUC": auc,
+                "AP": 1.0,
+                "R.Acc": 1.0,
+                "F.Acc": 1.0,
+                "Acc": 1.0,
+                "Gap": 0.0,
+            }
+        ]
+        write_csv(
+            tmp_path / "runs" / f"{alpha}_{seed}" / "results.csv", rows, {**identity, "alpha_low": alpha, "seed": seed}
+        )
     cfg = compose_cfg("task=compare", f"task.runs=[{tmp_path}/runs/*]", "task.over_seeds=true")
     compare(cfg)
     md = (Path(cfg.paths.output_dir) / "compare.md").read_text()

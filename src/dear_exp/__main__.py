@@ -64,7 +64,9 @@ def quiet_libraries() -> None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
     # our batch samplers return every index (extract() checks each row exactly once)
-    warnings.filterwarnings("ignore", message=r".*custom batch sampler.*(SizeBucketBatchSampler|StackedBatches|ShardedBatches).*")
+    warnings.filterwarnings(
+        "ignore", message=r".*custom batch sampler.*(SizeBucketBatchSampler|StackedBatches|ShardedBatches).*"
+    )
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 
@@ -80,11 +82,9 @@ def set_threads(threads: int) -> None:
 
 
 def run_task(cfg: DictConfig) -> dict[str, Any]:
-    from dear_exp.tasks import cache, census, compare, dear, evaluate, predict, train_base
-    from dear_exp.tasks import export
-    from dear_exp.tasks import make_inpaint
     from dear_exp import schema
     from dear_exp.build import finish_wandb
+    from dear_exp.tasks import cache, census, compare, dear, evaluate, export, make_inpaint, predict, train_base
 
     tasks = {
         "dear": dear.run,

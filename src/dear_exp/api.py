@@ -64,14 +64,25 @@ class LoadedDetector:
 
     def store(self) -> FeatureStore:
         """The feature store of this detector (a CPU/GPU trainer of one device; the cache when enabled)."""
-        trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
-                            enable_progress_bar=False, enable_model_summary=False, precision="32-true")
+        trainer = L.Trainer(
+            accelerator="auto",
+            devices=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            precision="32-true",
+        )
         cache = FeatureCache(str(self.cache_dir or ""), enabled=self.cache_dir is not None)
         return FeatureStore(cache, trainer, self.net, 0)
 
 
-def load_detector(detector: str = "npr", checkpoint: str | Path | None = None, *overrides: str,
-                  cache_dir: str | Path | None = ".cache/features") -> LoadedDetector:
+def load_detector(
+    detector: str = "npr",
+    checkpoint: str | Path | None = None,
+    *overrides: str,
+    cache_dir: str | Path | None = ".cache/features",
+) -> LoadedDetector:
     """A detector of conf/detector/<detector>.yaml with its weights from `checkpoint` (loaded strictly,
     weights only); cache_dir=None extracts features without caching them."""
     extra = [f"detector.checkpoint={Path(checkpoint).resolve()}"] if checkpoint else []
@@ -87,11 +98,19 @@ def _augment(det: LoadedDetector) -> dict[str, Any]:
 def _inpaint(det: LoadedDetector, folder: str | Path, masks: str | Path | None) -> DiagnosticDataModule:
     d = det.cfg.diag_data
     folder = Path(folder).resolve()
-    return DiagnosticDataModule(root=str(folder), image_dir=".", mask_dir=str(Path(masks).resolve()) if masks else ".",
-                                augment=_augment(det), preprocess=det.preprocess, batch_size=d.batch_size,
-                                num_workers=0, seed=det.cfg.seed, dissect_max_batches=d.dissect_max_batches,
-                                dissect_augment=d.dissect_augment, source_hint="give a folder of {stem}_inpaint.* "
-                                "images with their {stem}_mask.* masks")
+    return DiagnosticDataModule(
+        root=str(folder),
+        image_dir=".",
+        mask_dir=str(Path(masks).resolve()) if masks else ".",
+        augment=_augment(det),
+        preprocess=det.preprocess,
+        batch_size=d.batch_size,
+        num_workers=0,
+        seed=det.cfg.seed,
+        dissect_max_batches=d.dissect_max_batches,
+        dissect_augment=d.dissect_augment,
+        source_hint="give a folder of {stem}_inpaint.* images with their {stem}_mask.* masks",
+    )
 
 
 def dissect_folder(det: LoadedDetector, inpaint: str | Path, masks: str | Path | None = None) -> torch.Tensor:
@@ -103,8 +122,9 @@ def dissect_folder(det: LoadedDetector, inpaint: str | Path, masks: str | Path |
     return rad_scores(_inpaint(det, inpaint, masks), det.net, store.trainer.strategy.root_device, store)[0]
 
 
-def prune_channels(scores: torch.Tensor, alpha_low: float = 0.2, alpha_high: float = 0.8, mode: str = "bilateral",
-          seed: int = 0) -> torch.Tensor:
+def prune_channels(
+    scores: torch.Tensor, alpha_low: float = 0.2, alpha_high: float = 0.8, mode: str = "bilateral", seed: int = 0
+) -> torch.Tensor:
     """The channel mask (1 = kept) of a prune mode: bilateral keeps the channels between the RAD quantiles."""
     from dear_exp import schema
 
@@ -114,9 +134,18 @@ def prune_channels(scores: torch.Tensor, alpha_low: float = 0.2, alpha_high: flo
     return channel_mask(p.mode, scores, scores.numel(), p.alpha_low, p.alpha_high, p.seed)
 
 
-def refit_head(det: LoadedDetector, mask: torch.Tensor, real: list[str], fake: list[str], val_real: list[str],
-          val_fake: list[str], inpaint: str | Path, masks: str | Path | None = None, name: str = "dear",
-          **head: Any) -> HeadFit:
+def refit_head(
+    det: LoadedDetector,
+    mask: torch.Tensor,
+    real: list[str],
+    fake: list[str],
+    val_real: list[str],
+    val_fake: list[str],
+    inpaint: str | Path,
+    masks: str | Path | None = None,
+    name: str = "dear",
+    **head: Any,
+) -> HeadFit:
     """A head refitted on the kept channels of `mask` from `views` augmented crops of the training
     folders and the inpaint set, solved to convergence (head.solver=newton, the L2 chosen on the
     validation folders). `head`: RefitSettings fields to change (e.g. l2=[0.01])."""
@@ -125,31 +154,55 @@ def refit_head(det: LoadedDetector, mask: torch.Tensor, real: list[str], fake: l
     settings = schema.settings(RefitSettings, OmegaConf.merge(det.cfg.head, head), "head")  # type: ignore[arg-type]
     if settings.solver != "newton" or settings.mode != "cached":
         raise DearError("the Python API refits with head.solver=newton on cached rows; use the CLI for head=reference")
-    train = TrainDataModule(root=str(Path.cwd()), train={"real": real, "fake": fake},
-                            val={"real": val_real, "fake": val_fake}, augment=_augment(det), preprocess=det.preprocess,
-                            batch_size=det.cfg.train_data.batch_size, num_workers=0, seed=det.cfg.seed)
+    train = TrainDataModule(
+        root=str(Path.cwd()),
+        train={"real": real, "fake": fake},
+        val={"real": val_real, "fake": val_fake},
+        augment=_augment(det),
+        preprocess=det.preprocess,
+        batch_size=det.cfg.train_data.batch_size,
+        num_workers=0,
+        seed=det.cfg.seed,
+    )
     train.setup("fit")
     diag = _inpaint(det, inpaint, masks)
     diag.setup("fit")
     assert train.train_set is not None and train.val_set is not None and diag.dataset is not None
     store = det.store()
-    rows = view_rows(store, train.train_set, diag.dataset, train.val_set, settings.views, det.cfg.seed,
-                     det.cfg.train_data.batch_size)
+    rows = view_rows(
+        store, train.train_set, diag.dataset, train.val_set, settings.views, det.cfg.seed, det.cfg.train_data.batch_size
+    )
     return refit_heads({name: mask}, settings, det.net, store.trainer.strategy.root_device, rows, store)[0]
 
 
-def score_folder(det: LoadedDetector, images: str | Path, head: MaskedLinearHead | None = None,
-          batch_size: int = 32) -> dict[str, dict[str, float]]:
+def score_folder(
+    det: LoadedDetector, images: str | Path, head: MaskedLinearHead | None = None, batch_size: int = 32
+) -> dict[str, dict[str, float]]:
     """Logits of one image or a folder of images (keys: paths relative to the folder, sorted): the
     detector's own (`base`) and, with a head, `dear`; > 0 means fake. The extraction path of
     task=evaluate and task=predict."""
     from dear_exp.evaluate import input_samples, score_images
 
     root, samples = input_samples(Path(images))
-    logits = score_images(det.store(), samples, det.preprocess, {"dear": head} if head is not None else {},
-                          f"images {root}", batch_size, det.cfg.seed)
+    logits = score_images(
+        det.store(),
+        samples,
+        det.preprocess,
+        {"dear": head} if head is not None else {},
+        f"images {root}",
+        batch_size,
+        det.cfg.seed,
+    )
     logits.pop("label", None)
     return {s.key: {m: float(v[i]) for m, v in logits.items()} for i, s in enumerate(samples)}
 
 
-__all__ = ["LoadedDetector", "config", "dissect_folder", "load_detector", "prune_channels", "refit_head", "score_folder"]
+__all__ = [
+    "LoadedDetector",
+    "config",
+    "dissect_folder",
+    "load_detector",
+    "prune_channels",
+    "refit_head",
+    "score_folder",
+]

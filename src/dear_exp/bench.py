@@ -44,10 +44,10 @@ def throughput(overrides: list[str]) -> dict[str, float]:
 
     from dear_exp.__main__ import CONF_DIR, quiet_libraries, register_resolvers
     from dear_exp.build import benchmark as benchmark_datamodule
+    from dear_exp.build import ensure_demo
     from dear_exp.data.datamodules import resolve_workers
     from dear_exp.detectors import build_detector, preprocess_of
     from dear_exp.features import FeatureExtractor, extract, sizes_of
-    from dear_exp.build import ensure_demo
 
     register_resolvers()
     quiet_libraries()
@@ -59,8 +59,14 @@ def throughput(overrides: list[str]) -> dict[str, float]:
     benchmark.setup("predict")
     datasets = benchmark.datasets
     n = sum(len(d) for d in datasets)
-    trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision, logger=False,
-                        enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        accelerator=cfg.trainer.accelerator,
+        devices=1,
+        precision=cfg.trainer.precision,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     extractor = FeatureExtractor(detector)
     workers = resolve_workers(cfg.num_workers)
     extract(trainer, extractor, datasets[:1], cfg.benchmark.batch_size, workers)  # warm-up
@@ -75,12 +81,17 @@ def throughput(overrides: list[str]) -> dict[str, float]:
 
         sizes = sizes_of(ds)
         shapes += [(len(b), sizes[b[0]]) for b in SizeBucketBatchSampler(sizes, cfg.benchmark.batch_size).batches]
-    batches = [(torch.randn(k, 3, h, w, device=device), torch.zeros(k), torch.arange(k), torch.zeros(k))
-               for k, (w, h) in shapes]
+    batches = [
+        (torch.randn(k, 3, h, w, device=device), torch.zeros(k), torch.arange(k), torch.zeros(k))
+        for k, (w, h) in shapes
+    ]
     import contextlib
 
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if "bf16" in str(cfg.trainer.precision)
-                else contextlib.nullcontext())
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16)
+        if "bf16" in str(cfg.trainer.precision)
+        else contextlib.nullcontext()
+    )
     with torch.inference_mode(), autocast:
         extractor.predict_step(batches[0], 0)
         start = time.perf_counter()
@@ -89,8 +100,14 @@ def throughput(overrides: list[str]) -> dict[str, float]:
         if device.type == "cuda":
             torch.cuda.synchronize()
         model_only = n / (time.perf_counter() - start)
-    return {"images": n, "pipeline_images_per_s": pipeline, "model_only_images_per_s": model_only,
-            "ratio": pipeline / model_only, "workers": workers, "device": str(device)}
+    return {
+        "images": n,
+        "pipeline_images_per_s": pipeline,
+        "model_only_images_per_s": model_only,
+        "ratio": pipeline / model_only,
+        "workers": workers,
+        "device": str(device),
+    }
 
 
 def mean_rows(run_dir: Path) -> dict[str, dict[str, float]]:
@@ -101,7 +118,8 @@ def mean_rows(run_dir: Path) -> dict[str, dict[str, float]]:
     for r in csv.DictReader(open(run_dir / "results.csv")):
         if r["subset"] == "mean" and r["threshold_policy"] in ("logit0", "calibrated"):
             out[f"{r['model']} {r['threshold_policy']} {r['postprocess']}"] = {
-                k: round(float(r[k]), 1) for k in ("AUC", "R.Acc", "F.Acc", "Acc")}
+                k: round(float(r[k]), 1) for k in ("AUC", "R.Acc", "F.Acc", "Acc")
+            }
     return out
 
 
@@ -115,37 +133,83 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     common = ["logger=csv", *overrides]
     # the demo's base detector (trained once, cached in .cache/demo) must exist before timing
-    timed([*common, "task=evaluate", "task.thresholds=[logit0]", "postprocess=clean", "cache.enabled=false",
-           f"hydra.run.dir={out}/warmup"], out, "warmup")
+    timed(
+        [
+            *common,
+            "task=evaluate",
+            "task.thresholds=[logit0]",
+            "postprocess=clean",
+            "cache.enabled=false",
+            f"hydra.run.dir={out}/warmup",
+        ],
+        out,
+        "warmup",
+    )
     single = timed([*common, f"cache.dir={out}/cache_single", f"hydra.run.dir={out}/single"], out, "single")
-    sweep = timed(["-m", *common, f"prune.alpha_low={LOWS}", f"prune.alpha_high={HIGHS}", f"cache.dir={out}/cache_sweep",
-                   f"hydra.sweep.dir={out}/sweep"], out, "sweep_5x5")
-    online = timed([*common, "head=reference", "head.mode=online", "task.controls=false", f"cache.dir={out}/cache_online",
-                    f"hydra.run.dir={out}/online"], out, "single_online")
+    sweep = timed(
+        [
+            "-m",
+            *common,
+            f"prune.alpha_low={LOWS}",
+            f"prune.alpha_high={HIGHS}",
+            f"cache.dir={out}/cache_sweep",
+            f"hydra.sweep.dir={out}/sweep",
+        ],
+        out,
+        "sweep_5x5",
+    )
+    online = timed(
+        [
+            *common,
+            "head=reference",
+            "head.mode=online",
+            "task.controls=false",
+            f"cache.dir={out}/cache_online",
+            f"hydra.run.dir={out}/online",
+        ],
+        out,
+        "single_online",
+    )
     rate = throughput([f"paths.root_dir={os.getcwd()}", *overrides])
-    result = {"overrides": overrides, "single_s": single, "sweep_5x5_s": sweep, "sweep_ratio": sweep / single,
-              "sweep_job_s": (sweep - single) / 24,
-              "single_online_s": online, "online_sweep_estimate_ratio": 25 * online / single, **rate,
-              "results_cached": mean_rows(out / "single"), "results_online": mean_rows(out / "online")}
+    result = {
+        "overrides": overrides,
+        "single_s": single,
+        "sweep_5x5_s": sweep,
+        "sweep_ratio": sweep / single,
+        "sweep_job_s": (sweep - single) / 24,
+        "single_online_s": online,
+        "online_sweep_estimate_ratio": 25 * online / single,
+        **rate,
+        "results_cached": mean_rows(out / "single"),
+        "results_online": mean_rows(out / "online"),
+    }
     (out / "bench.json").write_text(json.dumps(result, indent=2))
-    table = "\n".join([
-        "| measure | value |", "|---|---|",
-        f"| one DEAR run, cold cache | {single:.1f} s |",
-        f"| 5x5 alpha sweep, cold cache | {sweep:.1f} s ({sweep / single:.2f}x one run; goal <= 1.3x) |",
-        f"| each sweep job after the first (from the cache) | {(sweep - single) / 24:.2f} s |",
-        f"| one online-mode run | {online:.1f} s (a 25-job online sweep: ~{25 * online / single:.0f}x one cached run) |",
-        f"| evaluation images/s (data path + model) | {rate['pipeline_images_per_s']:.0f} |",
-        f"| bare model images/s, same batches | {rate['model_only_images_per_s']:.0f} "
-        f"({100 * rate['ratio']:.0f} % reached; goal >= 90 %) |",
-        f"| images, workers, device | {rate['images']}, {rate['workers']}, {rate['device']} |",
-    ])
-    quality = ["", "| mean over subsets | newton, cached: AUC / R.Acc / F.Acc / Acc | adam, online (reference): "
-               "AUC / R.Acc / F.Acc / Acc |",
-               "|---|---|---|"]
+    table = "\n".join(
+        [
+            "| measure | value |",
+            "|---|---|",
+            f"| one DEAR run, cold cache | {single:.1f} s |",
+            f"| 5x5 alpha sweep, cold cache | {sweep:.1f} s ({sweep / single:.2f}x one run; goal <= 1.3x) |",
+            f"| each sweep job after the first (from the cache) | {(sweep - single) / 24:.2f} s |",
+            f"| one online-mode run | {online:.1f} s (a 25-job online sweep: ~{25 * online / single:.0f}x one cached run) |",
+            f"| evaluation images/s (data path + model) | {rate['pipeline_images_per_s']:.0f} |",
+            f"| bare model images/s, same batches | {rate['model_only_images_per_s']:.0f} "
+            f"({100 * rate['ratio']:.0f} % reached; goal >= 90 %) |",
+            f"| images, workers, device | {rate['images']}, {rate['workers']}, {rate['device']} |",
+        ]
+    )
+    quality = [
+        "",
+        "| mean over subsets | newton, cached: AUC / R.Acc / F.Acc / Acc | adam, online (reference): "
+        "AUC / R.Acc / F.Acc / Acc |",
+        "|---|---|---|",
+    ]
     for key, cached in result["results_cached"].items():
         online_row = result["results_online"].get(key, {})
-        quality.append(f"| {key} | {' / '.join(str(v) for v in cached.values())} | "
-                       f"{' / '.join(str(v) for v in online_row.values())} |")
+        quality.append(
+            f"| {key} | {' / '.join(str(v) for v in cached.values())} | "
+            f"{' / '.join(str(v) for v in online_row.values())} |"
+        )
     table += "\n\n" + "\n".join(quality[1:])
     (out / "bench.md").write_text(table + "\n")
     print(table)

@@ -31,7 +31,9 @@ def ensure_demo(cfg: DictConfig, roots: list[str]) -> None:
 
     built = ensure_demo_data(Path(cfg.paths.cache_dir) / "demo", scale=cfg.demo.scale, seed=cfg.demo.seed)
     if Path(built).resolve() != Path(cfg.demo.dir).resolve():
-        raise DearError(f"demo.dir={cfg.demo.dir} but the demo data was built at {built}; leave demo.dir at its default")
+        raise DearError(
+            f"demo.dir={cfg.demo.dir} but the demo data was built at {built}; leave demo.dir at its default"
+        )
 
 
 def instantiate_group(group: DictConfig | None, what: str) -> list[Any]:
@@ -49,8 +51,9 @@ def make_trainer(trainer: DictConfig, callbacks: list[Any], loggers: list[Any], 
     return instantiate(trainer, callbacks=callbacks, logger=loggers or False, **overrides)
 
 
-def train_data(cfg: DictConfig, preprocess: Preprocess, augment: DictConfig, batch_size: int | None = None
-               ) -> TrainDataModule:
+def train_data(
+    cfg: DictConfig, preprocess: Preprocess, augment: DictConfig, batch_size: int | None = None
+) -> TrainDataModule:
     """`train_data`, augmented by `augment` (the refit's, or base training's own)."""
     extra = {} if batch_size is None else {"batch_size": batch_size}
     factory = instantiate(cfg.train_data, _partial_=True)
@@ -64,8 +67,9 @@ def diag_data(cfg: DictConfig, preprocess: Preprocess) -> DiagnosticDataModule:
 
 
 def feature_store(cfg: DictConfig, trainer: L.Trainer, detector: Detector) -> FeatureStore:
-    return FeatureStore(FeatureCache(cfg.cache.dir, cfg.cache.enabled), trainer, detector,
-                        resolve_workers(cfg.num_workers))
+    return FeatureStore(
+        FeatureCache(cfg.cache.dir, cfg.cache.enabled), trainer, detector, resolve_workers(cfg.num_workers)
+    )
 
 
 def log_config(loggers: list[Any], cfg: DictConfig) -> None:
@@ -102,5 +106,8 @@ def benchmark(cfg: DictConfig, preprocess: Preprocess) -> BenchmarkDataModule:
     return BenchmarkDataModule(
         index=load_index(cfg.benchmark),
         postprocess=OmegaConf.to_container(cfg.postprocess.settings, resolve=True),  # type: ignore[arg-type]
-        preprocess=preprocess, batch_size=cfg.benchmark.batch_size, num_workers=cfg.num_workers, seed=cfg.seed,
+        preprocess=preprocess,
+        batch_size=cfg.benchmark.batch_size,
+        num_workers=cfg.num_workers,
+        seed=cfg.seed,
     )

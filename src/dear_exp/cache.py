@@ -102,14 +102,25 @@ class FeatureCache:
     def path(self, kind: str, parts: dict[str, Any]) -> Path:
         return self.root / kind / f"{digest({'format': FORMAT, 'kind': kind, **parts})[:40]}.safetensors"
 
-    def fetch(self, kind: str, parts: dict[str, Any], compute: Callable[[], Tensors], describe: str = "",
-              collective: bool = True) -> Tensors:
+    def fetch(
+        self,
+        kind: str,
+        parts: dict[str, Any],
+        compute: Callable[[], Tensors],
+        describe: str = "",
+        collective: bool = True,
+    ) -> Tensors:
         """`compute` runs on every rank when `collective` (it gathers itself), else on rank 0 only
         and the result is broadcast. Every rank returns the same tensors."""
         return self.fetch_many(kind, [(parts, describe)], lambda missing: [compute()], collective)[0]
 
-    def fetch_many(self, kind: str, requests: list[tuple[dict[str, Any], str]],
-                   compute: Callable[[list[int]], list[Tensors]], collective: bool = True) -> list[Tensors]:
+    def fetch_many(
+        self,
+        kind: str,
+        requests: list[tuple[dict[str, Any], str]],
+        compute: Callable[[list[int]], list[Tensors]],
+        collective: bool = True,
+    ) -> list[Tensors]:
         """Several entries at once: `compute(missing)` gets the positions of the misses and computes
         them together (one backbone pass over all of them). Locks are taken in path order, so two
         jobs that need overlapping entries cannot deadlock."""
@@ -144,8 +155,12 @@ class FeatureCache:
                     out[i] = tensors
                     if distributed.rank() == 0:
                         parts, describe = requests[i]
-                        meta = {"kind": kind, "describe": describe, "created": str(time.time()),
-                                "parts": json.dumps(parts, sort_keys=True, default=str)}
+                        meta = {
+                            "kind": kind,
+                            "describe": describe,
+                            "created": str(time.time()),
+                            "parts": json.dumps(parts, sort_keys=True, default=str),
+                        }
                         write_atomic(paths[i], save({k: v.contiguous() for k, v in tensors.items()}, metadata=meta))
             return out  # type: ignore[return-value]
         finally:
@@ -163,8 +178,10 @@ class FeatureCache:
         try:
             return load_file(str(path))
         except Exception as exc:
-            raise DearError(f"cache entry {path} is unreadable ({exc}); delete it, or run "
-                            "task=cache task.action=prune, and run again") from None
+            raise DearError(
+                f"cache entry {path} is unreadable ({exc}); delete it, or run "
+                "task=cache task.action=prune, and run again"
+            ) from None
 
     def entries(self) -> list[Entry]:
         """Every entry under the root, sorted by kind then key (never by listing order)."""
@@ -176,6 +193,15 @@ class FeatureCache:
             except Exception:
                 meta = {"describe": "unreadable"}
             st = path.stat()
-            out.append(Entry(path, path.parent.name, path.stem, st.st_size, float(meta.get("created", st.st_mtime)),
-                             st.st_mtime, meta.get("describe", "")))
+            out.append(
+                Entry(
+                    path,
+                    path.parent.name,
+                    path.stem,
+                    st.st_size,
+                    float(meta.get("created", st.st_mtime)),
+                    st.st_mtime,
+                    meta.get("describe", ""),
+                )
+            )
         return out

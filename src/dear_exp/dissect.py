@@ -103,31 +103,48 @@ def dissect(
     return acc.compute(), {"images": acc.count, "skipped_no_foreground": acc.skipped, "batches": batches}
 
 
-
 def rad_parts(diagnostic: DiagnosticDataModule) -> dict[str, Any]:
     """What the RAD scores depend on besides the detector (the store adds the weights)."""
     d = diagnostic
     assert d.dataset is not None
-    return {"files": files_fingerprint(pair_files(d.dataset.pairs)), "augment": repr(d.dataset.augment), "seed": d.seed,
-            "batch_size": d.batch_size, "max_batches": d.dissect_max_batches, "augmented": d.dissect_augment,
-            "weight": d.rad_weight, "preprocess": dataclasses.asdict(d.preprocess)}
+    return {
+        "files": files_fingerprint(pair_files(d.dataset.pairs)),
+        "augment": repr(d.dataset.augment),
+        "seed": d.seed,
+        "batch_size": d.batch_size,
+        "max_batches": d.dissect_max_batches,
+        "augmented": d.dissect_augment,
+        "weight": d.rad_weight,
+        "preprocess": dataclasses.asdict(d.preprocess),
+    }
 
 
-def rad_scores(diagnostic: DiagnosticDataModule, detector: Detector, device: torch.device,
-               store: FeatureStore | None = None) -> tuple[torch.Tensor, dict[str, int]]:
+def rad_scores(
+    diagnostic: DiagnosticDataModule, detector: Detector, device: torch.device, store: FeatureStore | None = None
+) -> tuple[torch.Tensor, dict[str, int]]:
     """Mean RAD per channel, and how many diagnostic images counted (the others lost their generated
     region to augmentation)."""
     diagnostic.setup("fit")
 
     def compute() -> dict[str, torch.Tensor]:
-        scores, stats = dissect(detector.to(device), diagnostic.dissect_dataloader(), diagnostic.dissect_max_batches,
-                                device, soft=diagnostic.rad_weight == "alpha")
-        return {"scores": scores, "stats": torch.tensor([stats["images"], stats["skipped_no_foreground"],
-                                                         stats["batches"]])}
+        scores, stats = dissect(
+            detector.to(device),
+            diagnostic.dissect_dataloader(),
+            diagnostic.dissect_max_batches,
+            device,
+            soft=diagnostic.rad_weight == "alpha",
+        )
+        return {
+            "scores": scores,
+            "stats": torch.tensor([stats["images"], stats["skipped_no_foreground"], stats["batches"]]),
+        }
 
     out = store.rad(rad_parts(diagnostic), compute) if store is not None else distributed.from_rank_zero(compute)
     images, skipped, batches = (int(v) for v in out["stats"])
     stats = {"images": images, "skipped_no_foreground": skipped, "batches": batches}
-    log.info("RAD over %(images)d diagnostic images (%(skipped_no_foreground)d without a generated region after "
-             "augmentation skipped, %(batches)d batches)", stats)
+    log.info(
+        "RAD over %(images)d diagnostic images (%(skipped_no_foreground)d without a generated region after "
+        "augmentation skipped, %(batches)d batches)",
+        stats,
+    )
     return out["scores"], stats

@@ -29,8 +29,14 @@ def model_logits(rows: dict[str, torch.Tensor], heads: dict[str, torch.nn.Module
     return out
 
 
-def calibration_thresholds(store: FeatureStore, samples: list[Sample], preprocess: Preprocess,
-                           heads: dict[str, torch.nn.Module], seed: int, batch_size: int = 64) -> dict[str, float]:
+def calibration_thresholds(
+    store: FeatureStore,
+    samples: list[Sample],
+    preprocess: Preprocess,
+    heads: dict[str, torch.nn.Module],
+    seed: int,
+    batch_size: int = 64,
+) -> dict[str, float]:
     """Per model, the threshold that maximises balanced accuracy on validation images, scored the
     way the test set is (native size, no post-processing): chosen before the test set is seen."""
     dataset = EvalImages(samples, Chain("clean", [], seed), preprocess)
@@ -38,31 +44,59 @@ def calibration_thresholds(store: FeatureStore, samples: list[Sample], preproces
     logits = model_logits(rows[0], heads)
     labels = logits.pop("label")
     if not (labels == 0).any() or not (labels == 1).any():
-        raise DearError("the calibrated threshold needs real and fake validation images; "
-                        "drop `calibrated` from task.thresholds or give train_data.val both")
+        raise DearError(
+            "the calibrated threshold needs real and fake validation images; "
+            "drop `calibrated` from task.thresholds or give train_data.val both"
+        )
     thresholds = {m: best_threshold(v[labels == 0], v[labels == 1]) for m, v in logits.items()}
-    log.info("Calibrated thresholds on %d validation images: %s", len(samples),
-             ", ".join(f"{m} {t:.4g}" for m, t in thresholds.items()))
+    log.info(
+        "Calibrated thresholds on %d validation images: %s",
+        len(samples),
+        ", ".join(f"{m} {t:.4g}" for m, t in thresholds.items()),
+    )
     return thresholds
 
 
-def evaluate(store: FeatureStore, benchmark: BenchmarkDataModule, heads: dict[str, torch.nn.Module],
-             policies: tuple[str, ...] = ("logit0",), calibrated: dict[str, float] | None = None,
-             bootstrap: int = 0, seed: int = 0) -> list[dict[str, Any]]:
+def evaluate(
+    store: FeatureStore,
+    benchmark: BenchmarkDataModule,
+    heads: dict[str, torch.nn.Module],
+    policies: tuple[str, ...] = ("logit0",),
+    calibrated: dict[str, float] | None = None,
+    bootstrap: int = 0,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
     """Every source under every post-processing setting from the cache (one backbone pass each,
     shared by every head of a sweep), then the metrics per subset and policy."""
     models = ("base", *heads)
     log.info("Evaluating %s on %s under %s", "/".join(models), benchmark.name, ", ".join(benchmark.settings))
-    requests = [(f"{benchmark.name}/{s.source} [{s.setting}]", ds) for s, ds in zip(benchmark.sources, benchmark.datasets)]
+    requests = [
+        (f"{benchmark.name}/{s.source} [{s.setting}]", ds) for s, ds in zip(benchmark.sources, benchmark.datasets)
+    ]
     rows = store.rows("images", requests, logits=True, batch_size=benchmark.batch_size)  # type: ignore[arg-type]
     outputs = [[model_logits(r, heads)] for r in rows]
-    return evaluate_predictions(benchmark.sources, outputs, benchmark.subsets, models,
-                                groups=getattr(benchmark, "groups", None), policies=policies,
-                                calibrated=calibrated, bootstrap=bootstrap, seed=seed)
+    return evaluate_predictions(
+        benchmark.sources,
+        outputs,
+        benchmark.subsets,
+        models,
+        groups=getattr(benchmark, "groups", None),
+        policies=policies,
+        calibrated=calibrated,
+        bootstrap=bootstrap,
+        seed=seed,
+    )
 
 
-def score_images(store: FeatureStore, samples: list[Sample], preprocess: Preprocess, heads: dict[str, torch.nn.Module],
-                 describe: str, batch_size: int = 64, seed: int = 0) -> dict[str, torch.Tensor]:
+def score_images(
+    store: FeatureStore,
+    samples: list[Sample],
+    preprocess: Preprocess,
+    heads: dict[str, torch.nn.Module],
+    describe: str,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
     """Logits of the base detector and each head for images as they are (no post-processing): the
     extraction path evaluation uses, so task=predict scores an image exactly as task=evaluate does."""
     dataset = EvalImages(samples, Chain("none", [], seed), preprocess)

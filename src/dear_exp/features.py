@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import lightning as L
 import torch
@@ -19,7 +20,7 @@ from torch.utils.data import Dataset, Sampler
 from dear_exp import distributed
 from dear_exp.cache import FeatureCache, Tensors, digest, files_fingerprint, module_fingerprint
 from dear_exp.data.datamodules import make_loader
-from dear_exp.data.datasets import EvalImages, InpaintImages, LabelledImages
+from dear_exp.data.datasets import EvalImages, LabelledImages
 from dear_exp.data.folders import pair_files
 from dear_exp.data.samplers import SizeBucketBatchSampler
 from dear_exp.detectors.base import Detector
@@ -48,8 +49,12 @@ class FeatureExtractor(L.LightningModule):
         if x.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         features = self.detector.forward_features(x)
-        out = {"pooled": self.detector.pool(features).float().cpu(), "label": label.float().cpu(),
-               "index": index.long().cpu(), "source": source.long().cpu()}
+        out = {
+            "pooled": self.detector.pool(features).float().cpu(),
+            "label": label.float().cpu(),
+            "index": index.long().cpu(),
+            "source": source.long().cpu(),
+        }
         if self.logits:
             out["logit"] = self.detector.forward_head(features).float().cpu()
         return out
@@ -61,7 +66,11 @@ def data_parts(dataset: Views | EvalImages) -> dict[str, Any]:
     if isinstance(dataset, EvalImages):
         files = [s.path for s in dataset.samples]
         labels = [s.label for s in dataset.samples]
-        how: dict[str, Any] = {"postprocess": dataset.chain.name, "specs": dataset.chain.specs, "seed": dataset.chain.seed}
+        how: dict[str, Any] = {
+            "postprocess": dataset.chain.name,
+            "specs": dataset.chain.specs,
+            "seed": dataset.chain.seed,
+        }
         preprocess = dataset.preprocess
     else:
         inner = dataset.dataset
@@ -73,8 +82,13 @@ def data_parts(dataset: Views | EvalImages) -> dict[str, Any]:
             labels, how = [], {"weight": inner.weight}
         how.update(augment=repr(inner.augment), seed=dataset.seed, views=dataset.views)
         preprocess = inner.preprocess
-    return {"files": files_fingerprint(files), "n": len(dataset), "labels": digest(labels), "how": how,
-            "preprocess": dataclasses.asdict(preprocess)}
+    return {
+        "files": files_fingerprint(files),
+        "n": len(dataset),
+        "labels": digest(labels),
+        "how": how,
+        "preprocess": dataclasses.asdict(preprocess),
+    }
 
 
 @contextmanager
@@ -115,8 +129,11 @@ class StackedBatches(Sampler[list[tuple[int, int]]]):
     copy is dropped when the rows are gathered: Lightning needs a batch on every rank."""
 
     def __init__(self, datasets: list[Views | EvalImages], batch_size: int, rank: int = 0, world: int = 1) -> None:
-        batches = [[(d, i) for i in b] for d, ds in enumerate(datasets)
-                   for b in SizeBucketBatchSampler(sizes_of(ds), batch_size).batches]
+        batches = [
+            [(d, i) for i in b]
+            for d, ds in enumerate(datasets)
+            for b in SizeBucketBatchSampler(sizes_of(ds), batch_size).batches
+        ]
         self.batches = batches[rank::world] or batches[:1]
 
     def __len__(self) -> int:
@@ -126,8 +143,13 @@ class StackedBatches(Sampler[list[tuple[int, int]]]):
         return iter(self.batches)
 
 
-def extract(trainer: L.Trainer, extractor: FeatureExtractor, datasets: list[Views | EvalImages],
-            batch_size: int, num_workers: int) -> list[Tensors]:
+def extract(
+    trainer: L.Trainer,
+    extractor: FeatureExtractor,
+    datasets: list[Views | EvalImages],
+    batch_size: int,
+    num_workers: int,
+) -> list[Tensors]:
     """Rows of every data set, in index order, from one `trainer.predict` call. Under DDP each
     rank scores whole batches (round robin, the batches of a single process); the rows are
     gathered on every rank and checked: each index of each data set exactly once."""
@@ -174,23 +196,30 @@ class FeatureStore:
         if self._common is None:
             device = self.trainer.strategy.root_device.type
             self._common = {
-                "detector": module_fingerprint(self.detector), "class": type(self.detector).__name__,
-                "layer": self.detector.feature_layer, "precision": str(self.trainer.precision),
-                "device": device, "torch": torch.__version__.split("+")[0],
+                "detector": module_fingerprint(self.detector),
+                "class": type(self.detector).__name__,
+                "layer": self.detector.feature_layer,
+                "precision": str(self.trainer.precision),
+                "device": device,
+                "torch": torch.__version__.split("+")[0],
             }
             if device == "cpu":
                 self._common["threads"] = torch.get_num_threads()
         return self._common
 
-    def rows(self, kind: str, requests: list[tuple[str, Views | EvalImages]], logits: bool,
-             batch_size: int = 64) -> list[Tensors]:
+    def rows(
+        self, kind: str, requests: list[tuple[str, Views | EvalImages]], logits: bool, batch_size: int = 64
+    ) -> list[Tensors]:
         """Rows of every requested data set; the misses are extracted together, in one pass."""
+
         def compute(missing: list[int]) -> list[Tensors]:
             extractor = FeatureExtractor(self.detector, logits=logits)
             return extract(self.trainer, extractor, [requests[i][1] for i in missing], batch_size, self.num_workers)
 
-        keyed = [({**self.common, "logits": logits, **data_parts(ds)}, f"{self.who}: {describe}")
-                 for describe, ds in requests]
+        keyed = [
+            ({**self.common, "logits": logits, **data_parts(ds)}, f"{self.who}: {describe}")
+            for describe, ds in requests
+        ]
         return self.cache.fetch_many(kind, keyed, compute)
 
     def fit(self, parts: dict[str, Any], compute: Any, describe: str) -> Tensors:
@@ -211,5 +240,3 @@ def head_logits(head: torch.nn.Module, pooled: torch.Tensor) -> torch.Tensor:
     """The DEAR logit from cached pooled features (the head is linear: no backbone pass)."""
     with torch.no_grad():
         return head.to("cpu")(pooled.float())
-
-

@@ -61,7 +61,9 @@ def best_threshold(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> floa
     return float(winners[winners.abs().argmin()])
 
 
-def bootstrap_intervals(real: torch.Tensor, fake: torch.Tensor, threshold: float, n: int, seed: int) -> dict[str, float]:
+def bootstrap_intervals(
+    real: torch.Tensor, fake: torch.Tensor, threshold: float, n: int, seed: int
+) -> dict[str, float]:
     """95 % percentile intervals, resampling reals and fakes separately (stratified), seeded."""
     gen = torch.Generator().manual_seed(seed)
     draws: dict[str, list[float]] = {k: [] for k in METRICS}
@@ -82,8 +84,14 @@ def _mean_row(rows: list[dict[str, Any]], template: dict[str, Any], name: str) -
     """The unweighted mean over subsets (the reference's table average). A real set shared by
     several subsets is counted once in n_real."""
     reals = {r["real"]: r["n_real"] for r in rows}
-    row = {**template, "subset": name, "real": "+".join(reals), "threshold": float("nan"),
-           "n_real": sum(reals.values()), "n_fake": sum(r["n_fake"] for r in rows)}
+    row = {
+        **template,
+        "subset": name,
+        "real": "+".join(reals),
+        "threshold": float("nan"),
+        "n_real": sum(reals.values()),
+        "n_fake": sum(r["n_fake"] for r in rows),
+    }
     for k in METRICS:
         row[k] = sum(r[k] for r in rows) / len(rows)
     return row
@@ -131,9 +139,17 @@ def evaluate_predictions(
                         thr = float(calibrated[model])  # type: ignore[index]
                     else:
                         thr = best_threshold(real, fake)
-                    row = {"model": model, "threshold_policy": policy, "postprocess": setting, "subset": subset,
-                           "real": spec["real"], "threshold": thr, "n_real": len(real), "n_fake": len(fake),
-                           **detection_metrics(real, fake, thr)}
+                    row = {
+                        "model": model,
+                        "threshold_policy": policy,
+                        "postprocess": setting,
+                        "subset": subset,
+                        "real": spec["real"],
+                        "threshold": thr,
+                        "n_real": len(real),
+                        "n_fake": len(fake),
+                        **detection_metrics(real, fake, thr),
+                    }
                     if bootstrap:
                         row.update(bootstrap_intervals(real, fake, thr, bootstrap, seed))
                     per_subset[subset] = row

@@ -79,16 +79,25 @@ def random_mask(channels: int, pruned: int, seed: int) -> torch.Tensor:
     return mask
 
 
-def channel_mask(mode: str, scores: torch.Tensor | None, channels: int, alpha_low: float, alpha_high: float,
-                 seed: int, released: torch.Tensor | None = None) -> torch.Tensor:
+def channel_mask(
+    mode: str,
+    scores: torch.Tensor | None,
+    channels: int,
+    alpha_low: float,
+    alpha_high: float,
+    seed: int,
+    released: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The mask of any prune mode: `none` keeps all, `released` is the checkpoint's own gate (given as
     `released`), the others rank the RAD `scores`."""
     if mode == "none":
         return torch.ones(channels)
     if mode == "released":
         if released is None:
-            raise DearError("prune.mode=released needs a detector whose checkpoint ships a channel mask (dear_c, dear_r); "
-                            "this one has none: use prune=bilateral")
+            raise DearError(
+                "prune.mode=released needs a detector whose checkpoint ships a channel mask (dear_c, dear_r); "
+                "this one has none: use prune=bilateral"
+            )
         return released.float().cpu()
     if mode == "random":
         n_low, n_high = prune_counts(channels, alpha_low, alpha_high)
@@ -125,8 +134,13 @@ def model_names(mode: str, controls: bool = True) -> list[str]:
     return [m for m in ("refit", "random") if m != main] + [main]
 
 
-def run_masks(p: PruneSettings, scores: torch.Tensor | None, channels: int, released: torch.Tensor | None = None,
-              controls: bool = True) -> dict[str, torch.Tensor]:
+def run_masks(
+    p: PruneSettings,
+    scores: torch.Tensor | None,
+    channels: int,
+    released: torch.Tensor | None = None,
+    controls: bool = True,
+) -> dict[str, torch.Tensor]:
     """The channel mask of every head of a run (`model_names`): the run's own from its prune mode, `refit`
     keeps all, `random` prunes as many channels as the run's own, chosen with prune.seed."""
     names = model_names(p.mode, controls)

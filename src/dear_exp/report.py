@@ -102,8 +102,11 @@ def table_cells(rows: list[dict[str, Any]], policy: str = "logit0") -> dict[str,
     for setting in dict.fromkeys(r["postprocess"] for r in rows):
         lines = []
         for subset in dict.fromkeys(r["subset"] for r in rows if r["postprocess"] == setting):
-            lines += [[subset, MODEL_NAMES.get(m, m)] + [f"{index[(m, setting, subset)][k]:.1f}" for k in METRICS]
-                      for m in models if (m, setting, subset) in index]
+            lines += [
+                [subset, MODEL_NAMES.get(m, m)] + [f"{index[(m, setting, subset)][k]:.1f}" for k in METRICS]
+                for m in models
+                if (m, setting, subset) in index
+            ]
         tables[setting] = (["subset", "model", *METRICS], lines)
     return tables
 
@@ -113,10 +116,15 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     for policy in _policies(rows):
         note = " (oracle: chosen on the test subset itself, an upper bound)" if policy == "oracle" else ""
         for setting, (head, lines) in table_cells(rows, policy).items():
-            out += [f"### {setting}, threshold {policy}{note}\n", "| " + " | ".join(head) + " |",
-                    "|" + "---|" * len(head)]
-            out += ["| " + " | ".join([f"**{c}**" if line[0].startswith("mean") else c for c in line]) + " |"
-                    for line in lines]
+            out += [
+                f"### {setting}, threshold {policy}{note}\n",
+                "| " + " | ".join(head) + " |",
+                "|" + "---|" * len(head),
+            ]
+            out += [
+                "| " + " | ".join([f"**{c}**" if line[0].startswith("mean") else c for c in line]) + " |"
+                for line in lines
+            ]
             out.append("")
     return "\n".join(out)
 
@@ -132,18 +140,30 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         for i, name in enumerate(head):
             table.add_column(name, justify="left" if i < 2 else "right")
         for i, line in enumerate(lines):  # a rule under each subset's models
-            table.add_row(*line, style="bold" if line[0].startswith("mean") else None,
-                          end_section=i + 1 == len(lines) or lines[i + 1][0] != line[0])
+            table.add_row(
+                *line,
+                style="bold" if line[0].startswith("mean") else None,
+                end_section=i + 1 == len(lines) or lines[i + 1][0] != line[0],
+            )
         console.print(table)
     others = [p for p in _policies(rows) if p != "logit0"]
     if others:
-        table = Table(title="means under the other threshold policies (oracle = chosen on the test set: an upper bound)")
+        table = Table(
+            title="means under the other threshold policies (oracle = chosen on the test set: an upper bound)"
+        )
         for name in ("model", "policy", "post-processing", "subset", *METRICS):
-            table.add_column(name, justify="left" if name in ("model", "policy", "post-processing", "subset") else "right")
+            table.add_column(
+                name, justify="left" if name in ("model", "policy", "post-processing", "subset") else "right"
+            )
         for r in rows:
             if r.get("threshold_policy") in others and str(r["subset"]).startswith("mean"):
-                table.add_row(MODEL_NAMES.get(r["model"], r["model"]), r["threshold_policy"], r["postprocess"],
-                              r["subset"], *(f"{r[k]:.1f}" for k in METRICS))
+                table.add_row(
+                    MODEL_NAMES.get(r["model"], r["model"]),
+                    r["threshold_policy"],
+                    r["postprocess"],
+                    r["subset"],
+                    *(f"{r[k]:.1f}" for k in METRICS),
+                )
         console.print(table)
 
 
@@ -165,7 +185,9 @@ def plot_racc_facc(path: Path, rows: list[dict[str, Any]], title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in rows if r.get("threshold_policy", "logit0") == "logit0" and not str(r["subset"]).startswith("mean")]
+    rows = [
+        r for r in rows if r.get("threshold_policy", "logit0") == "logit0" and not str(r["subset"]).startswith("mean")
+    ]
     settings = list(dict.fromkeys(r["postprocess"] for r in rows))
     models = list(dict.fromkeys(r["model"] for r in rows))
     markers = "os^Dvx+*<>ph"
@@ -176,14 +198,24 @@ def plot_racc_facc(path: Path, rows: list[dict[str, Any]], title: str) -> None:
     for si, setting in enumerate(settings):
         for model in models:
             pts = [r for r in rows if r["model"] == model and r["postprocess"] == setting]
-            ax.scatter([r["R.Acc"] for r in pts], [r["F.Acc"] for r in pts], marker=markers[si % len(markers)],
-                       color=COLOURS.get(model, "0.3"), label=f"{MODEL_NAMES.get(model, model)}, {setting}", s=36)
+            ax.scatter(
+                [r["R.Acc"] for r in pts],
+                [r["F.Acc"] for r in pts],
+                marker=markers[si % len(markers)],
+                color=COLOURS.get(model, "0.3"),
+                label=f"{MODEL_NAMES.get(model, model)}, {setting}",
+                s=36,
+            )
             if model == "base" and target != "base":
                 for r in pts:
                     d = index.get((target, setting, r["subset"]))
                     if d:
-                        ax.annotate("", xy=(d["R.Acc"], d["F.Acc"]), xytext=(r["R.Acc"], r["F.Acc"]),
-                                    arrowprops={"arrowstyle": "->", "color": "0.55", "lw": 0.7})
+                        ax.annotate(
+                            "",
+                            xy=(d["R.Acc"], d["F.Acc"]),
+                            xytext=(r["R.Acc"], r["F.Acc"]),
+                            arrowprops={"arrowstyle": "->", "color": "0.55", "lw": 0.7},
+                        )
     for r in rows:
         if r["model"] == models[0] and r["postprocess"] == settings[0]:
             ax.annotate(r["subset"], (r["R.Acc"], r["F.Acc"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
@@ -212,8 +244,13 @@ def plot_severity(path: Path, rows: list[dict[str, Any]], title: str) -> None:
             for group in groups:
                 pts = {r["postprocess"]: r[metric] for r in means if r["model"] == model and r["subset"] == group}
                 label = MODEL_NAMES.get(model, model) + ("" if len(groups) == 1 else f" {group}")
-                ax.plot(range(len(settings)), [pts.get(s, float("nan")) for s in settings], marker="o", label=label,
-                        color=COLOURS.get(model) if len(groups) == 1 else None)
+                ax.plot(
+                    range(len(settings)),
+                    [pts.get(s, float("nan")) for s in settings],
+                    marker="o",
+                    label=label,
+                    color=COLOURS.get(model) if len(groups) == 1 else None,
+                )
         ax.set_xticks(range(len(settings)), settings, rotation=45, ha="right", fontsize=7)
         ax.set_title(metric)
         ax.set_ylim(-2, 102)
@@ -223,7 +260,9 @@ def plot_severity(path: Path, rows: list[dict[str, Any]], title: str) -> None:
     _figure(path, fig)
 
 
-def compare_rows(tables: list[tuple[str, list[dict[str, Any]]]]) -> tuple[list[str], list[list[str]], set[tuple[int, int]]]:
+def compare_rows(
+    tables: list[tuple[str, list[dict[str, Any]]]],
+) -> tuple[list[str], list[list[str]], set[tuple[int, int]]]:
     """One table from several runs' results.csv: a line per (run, model, threshold policy, setting,
     mean row) with the mean metrics, and the best cells: per metric among the lines that share a
     policy, setting and subset (highest, except Gap: closest to 0). Rows aggregated over seeds carry
@@ -235,10 +274,20 @@ def compare_rows(tables: list[tuple[str, list[dict[str, Any]]]]) -> tuple[list[s
         for r in rows:
             if str(r["subset"]).startswith("mean"):
                 means = [round(float(r[k]), 1) for k in METRICS]
-                cells = [f"{m:.1f}" + (f" ± {float(r[k + '_sd']):.1f}" if k + "_sd" in r else "")
-                         for m, k in zip(means, METRICS)]
-                lines.append([label, MODEL_NAMES.get(r["model"], r["model"]), r.get("threshold_policy", "logit0"),
-                              r["postprocess"], r["subset"], *cells])
+                cells = [
+                    f"{m:.1f}" + (f" ± {float(r[k + '_sd']):.1f}" if k + "_sd" in r else "")
+                    for m, k in zip(means, METRICS)
+                ]
+                lines.append(
+                    [
+                        label,
+                        MODEL_NAMES.get(r["model"], r["model"]),
+                        r.get("threshold_policy", "logit0"),
+                        r["postprocess"],
+                        r["subset"],
+                        *cells,
+                    ]
+                )
                 values.append(means)
     best: set[tuple[int, int]] = set()
     comparable: dict[tuple[str, ...], list[int]] = {}
@@ -259,14 +308,22 @@ def run_identity(cfg: DictConfig, task: str) -> dict[str, Any]:
     refits = task == "dear"
     levels = refits and cfg.prune.mode not in ("none", "released")
     return {
-        "task": task, "detector": cfg.detector.name, "layer": net.get("feature_layer", net.get("block", "")),
-        "benchmark": cfg.benchmark.name, "prune_mode": cfg.prune.mode if refits else "",
-        "alpha_low": cfg.prune.alpha_low if levels else "", "alpha_high": cfg.prune.alpha_high if levels else "",
-        "solver": f"{cfg.head.solver}-{cfg.head.mode}" if refits else "", "seed": cfg.seed, "threads": cfg.threads,
+        "task": task,
+        "detector": cfg.detector.name,
+        "layer": net.get("feature_layer", net.get("block", "")),
+        "benchmark": cfg.benchmark.name,
+        "prune_mode": cfg.prune.mode if refits else "",
+        "alpha_low": cfg.prune.alpha_low if levels else "",
+        "alpha_high": cfg.prune.alpha_high if levels else "",
+        "solver": f"{cfg.head.solver}-{cfg.head.mode}" if refits else "",
+        "seed": cfg.seed,
+        "threads": cfg.threads,
     }
 
 
-def write_report(cfg: DictConfig, task: str, out_dir: Path, rows: list[dict[str, Any]], loggers: list[Any]) -> dict[str, float]:
+def write_report(
+    cfg: DictConfig, task: str, out_dir: Path, rows: list[dict[str, Any]], loggers: list[Any]
+) -> dict[str, float]:
     """results.csv, results.md, the console table, the plots, and the same to every logger."""
     write_csv(out_dir / "results.csv", rows, run_identity(cfg, task))
     write_atomic(out_dir / "results.md", markdown_table(rows))
@@ -282,14 +339,36 @@ def write_report(cfg: DictConfig, task: str, out_dir: Path, rows: list[dict[str,
         if hasattr(lg, "log_image"):
             for key, path in plots.items():
                 lg.log_image(key=key, images=[str(path)])
-        lg.log_metrics({f"test/{r['model']}/{r.get('threshold_policy', 'logit0')}/{r['postprocess']}/{r['subset']}/{k}": r[k]
-                        for r in rows for k in METRICS})
-    return {f"{r['model']}/{r['postprocess']}/{r['subset']}/{k}": r[k] for r in rows
-            if str(r["subset"]).startswith("mean") and r.get("threshold_policy", "logit0") == "logit0" for k in METRICS}
+        lg.log_metrics(
+            {
+                f"test/{r['model']}/{r.get('threshold_policy', 'logit0')}/{r['postprocess']}/{r['subset']}/{k}": r[k]
+                for r in rows
+                for k in METRICS
+            }
+        )
+    return {
+        f"{r['model']}/{r['postprocess']}/{r['subset']}/{k}": r[k]
+        for r in rows
+        if str(r["subset"]).startswith("mean") and r.get("threshold_policy", "logit0") == "logit0"
+        for k in METRICS
+    }
 
 
-REFIT_COLUMNS = ("model", "solver", "kept", "chosen", "l2", "iterations", "objective", "grad_max", "converged",
-                 "val_loss", "val_bacc", "epochs", "val_bacc_last")
+REFIT_COLUMNS = (
+    "model",
+    "solver",
+    "kept",
+    "chosen",
+    "l2",
+    "iterations",
+    "objective",
+    "grad_max",
+    "converged",
+    "val_loss",
+    "val_bacc",
+    "epochs",
+    "val_bacc_last",
+)
 
 
 def refit_lines(fits: list[HeadFit]) -> list[dict[str, Any]]:
@@ -308,22 +387,42 @@ def print_refit(fits: list[HeadFit]) -> None:
     from rich.table import Table
 
     adam = any(f.summary["solver"] == "adam" for f in fits)
-    table = Table(title="head refit (val: train_data's validation split" + ("; adam: the kept epoch's val/bacc)"
-                                                                           if adam else "; l2: the one kept)"))
-    for name in ("model", "solver", "kept", "l2", "iterations", "objective", "max |grad|", "converged", "val BCE",
-                 "val bacc"):
+    table = Table(
+        title="head refit (val: train_data's validation split"
+        + ("; adam: the kept epoch's val/bacc)" if adam else "; l2: the one kept)")
+    )
+    for name in (
+        "model",
+        "solver",
+        "kept",
+        "l2",
+        "iterations",
+        "objective",
+        "max |grad|",
+        "converged",
+        "val BCE",
+        "val bacc",
+    ):
         table.add_column(name, justify="left" if name in ("model", "solver") else "right")
     for fit in fits:
         s = fit.summary
 
-        def num(key: str, fmt: str) -> str:
+        def num(key: str, fmt: str, s: dict[str, Any] = s) -> str:
             value = s.get(key)
             return "" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
 
-        table.add_row(MODEL_NAMES.get(fit.name, fit.name), s["solver"], str(s["kept"]), num("l2", "g"),
-                      num("iterations", "d") or num("epochs", "d") + " ep", num("objective", ".6g"),
-                      num("grad_max", ".2g"), str(s.get("converged", "")), num("val_loss", ".4f"),
-                      num("val_bacc", ".3f"))
+        table.add_row(
+            MODEL_NAMES.get(fit.name, fit.name),
+            s["solver"],
+            str(s["kept"]),
+            num("l2", "g"),
+            num("iterations", "d") or num("epochs", "d") + " ep",
+            num("objective", ".6g"),
+            num("grad_max", ".2g"),
+            str(s.get("converged", "")),
+            num("val_loss", ".4f"),
+            num("val_bacc", ".3f"),
+        )
     Console(width=max(120, Console().width)).print(table)
 
 
@@ -338,15 +437,22 @@ def log_summary(loggers: list[Any], metrics: dict[str, float]) -> None:
             lg.experiment.summary.update(metrics)
 
 
-def save_refit(cfg: DictConfig, out_dir: Path, fits: list[HeadFit], scores: torch.Tensor | None,
-                   detector: Detector, loggers: list[Any]) -> list[str]:
+def save_refit(
+    cfg: DictConfig,
+    out_dir: Path,
+    fits: list[HeadFit],
+    scores: torch.Tensor | None,
+    detector: Detector,
+    loggers: list[Any],
+) -> list[str]:
     """The run's own head (head.safetensors), each control's (head_<name>.safetensors), refit.csv, the
     dissection and its plot; the fit summaries to every logger. Returns the names written."""
     written = []
     for i, fit in enumerate(fits):
         name = "head.safetensors" if i == len(fits) - 1 else f"head_{fit.name}.safetensors"
-        save_tensors(out_dir / name, {"weight": fit.head.linear.weight, "bias": fit.head.linear.bias,
-                                      "mask": fit.head.mask})  # the format refit.load_head reads
+        save_tensors(
+            out_dir / name, {"weight": fit.head.linear.weight, "bias": fit.head.linear.bias, "mask": fit.head.mask}
+        )  # the format refit.load_head reads
         written.append(name)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=REFIT_COLUMNS, extrasaction="ignore", lineterminator="\n")
@@ -354,8 +460,10 @@ def save_refit(cfg: DictConfig, out_dir: Path, fits: list[HeadFit], scores: torc
     writer.writerows(refit_lines(fits))
     write_atomic(out_dir / "refit.csv", buf.getvalue())
     print_refit(fits)
-    log_summary(loggers, {f"refit/{f.name}/{k}": float(v) for f in fits for k, v in f.summary.items()
-                          if isinstance(v, (int, float))})
+    log_summary(
+        loggers,
+        {f"refit/{f.name}/{k}": float(v) for f in fits for k, v in f.summary.items() if isinstance(v, (int, float))},
+    )
     if fits[-1].summary["solver"] == "adam":  # W&B's summary is the last epoch's unless told: the kept epoch's
         log_summary(loggers, {"val/bacc": fits[-1].summary["val_bacc"]})
     own = fits[-1].head.mask
@@ -363,8 +471,13 @@ def save_refit(cfg: DictConfig, out_dir: Path, fits: list[HeadFit], scores: torc
     written += ["refit.csv", "rad_scores.csv", "dissection.safetensors"]
     if scores is not None:
         plot = out_dir / "rad_hist.png"
-        plot_rad(plot, scores, own, f"{cfg.detector.name} {detector.feature_layer}: RAD, "
-                                    f"{cfg.prune.mode} {cfg.prune.alpha_low}/{cfg.prune.alpha_high}")
+        plot_rad(
+            plot,
+            scores,
+            own,
+            f"{cfg.detector.name} {detector.feature_layer}: RAD, "
+            f"{cfg.prune.mode} {cfg.prune.alpha_low}/{cfg.prune.alpha_high}",
+        )
         for lg in loggers:
             if hasattr(lg, "log_image"):
                 lg.log_image(key="rad_hist", images=[str(plot)])

@@ -29,18 +29,31 @@ Rule = tuple[type, float | None, bool, float | None, str]
 _COUNT: Rule = (int, 1, True, None, "4")
 RULES: dict[str, Rule] = {
     "batch_size": (int, 1, True, None, "32"),
-    "dissect_max_batches": _COUNT, "views": _COUNT, "max_iter": _COUNT, "max_epochs": _COUNT,
-    "min_epochs": (int, 0, True, None, "1"), "bootstrap": (int, 0, True, None, "1000"),
-    "seed": (int, 0, True, None, "0"), "threads": (int, 1, True, None, "2"),
-    "crop": (int, 1, True, None, "224"), "resized_crop": (int, 1, True, None, "256"),
-    "center_crop": (int, 1, True, None, "224"), "resize_short": (int, 1, True, None, "256"),
-    "cutout_size": (int, 0, True, None, "48"), "size": (int, 1, True, None, "512"),
+    "dissect_max_batches": _COUNT,
+    "views": _COUNT,
+    "max_iter": _COUNT,
+    "max_epochs": _COUNT,
+    "min_epochs": (int, 0, True, None, "1"),
+    "bootstrap": (int, 0, True, None, "1000"),
+    "seed": (int, 0, True, None, "0"),
+    "threads": (int, 1, True, None, "2"),
+    "crop": (int, 1, True, None, "224"),
+    "resized_crop": (int, 1, True, None, "256"),
+    "center_crop": (int, 1, True, None, "224"),
+    "resize_short": (int, 1, True, None, "256"),
+    "cutout_size": (int, 0, True, None, "48"),
+    "size": (int, 1, True, None, "512"),
     "quality": (int, 1, True, 100, "75"),
-    "lr": (float, 0, False, None, "1e-4"), "min_lr": (float, 0, False, None, "1e-6"),
-    "tol": (float, 0, False, None, "1e-9"), "weight_decay": (float, 0, True, None, "0.0"),
-    "inpaint_weight": (float, 0, True, None, "1.0"), "factor": (float, 0, False, 1, "0.1"),
-    "patience": (int, 1, True, None, "5"), "min_delta": (float, 0, True, None, "0.001"),
-    "strength": (float, 0, False, 1, "0.9"), "guidance_scale": (float, 0, True, None, "7.5"),
+    "lr": (float, 0, False, None, "1e-4"),
+    "min_lr": (float, 0, False, None, "1e-6"),
+    "tol": (float, 0, False, None, "1e-9"),
+    "weight_decay": (float, 0, True, None, "0.0"),
+    "inpaint_weight": (float, 0, True, None, "1.0"),
+    "factor": (float, 0, False, 1, "0.1"),
+    "patience": (int, 1, True, None, "5"),
+    "min_delta": (float, 0, True, None, "0.001"),
+    "strength": (float, 0, False, 1, "0.9"),
+    "guidance_scale": (float, 0, True, None, "7.5"),
     "num_inference_steps": (int, 1, True, None, "30"),
 }
 # enumerations outside the typed settings: key path -> allowed values
@@ -66,8 +79,9 @@ def _is(value: Any, kind: type) -> bool:
     return isinstance(value, kind)
 
 
-def check_range(key: str, value: Any, kind: type, low: float | None, low_inclusive: bool, high: float | None,
-                example: str) -> None:
+def check_range(
+    key: str, value: Any, kind: type, low: float | None, low_inclusive: bool, high: float | None, example: str
+) -> None:
     what = "a whole number" if kind is int else "a number"
     bounds = []
     if low is not None:
@@ -168,8 +182,9 @@ def _check_target(key: str, node: dict[str, Any]) -> None:
     try:
         target = get_object(node["_target_"])
     except Exception:
-        raise DearError(f"{key}._target_={node['_target_']!r} cannot be imported; check the module and class name") \
-            from None
+        raise DearError(
+            f"{key}._target_={node['_target_']!r} cannot be imported; check the module and class name"
+        ) from None
     init = target.__init__ if inspect.isclass(target) else target
     try:
         params = inspect.signature(init).parameters
@@ -182,8 +197,10 @@ def _check_target(key: str, node: dict[str, Any]) -> None:
         if name.startswith("_"):
             continue
         if name not in params:
-            raise DearError(f"{key}.{name} is not a parameter of {node['_target_']} "
-                            f"(its parameters: {', '.join(p for p in params if p != 'self')})")
+            raise DearError(
+                f"{key}.{name} is not a parameter of {node['_target_']} "
+                f"(its parameters: {', '.join(p for p in params if p != 'self')})"
+            )
         if name in hints and not isinstance(value, dict) and name not in RULES and not _is_missing(value):
             check_value(f"{key}.{name}", value, hints[name])
 
@@ -218,8 +235,9 @@ def validate(cfg: DictConfig) -> None:
     task = tree.get("task", {})
     unknown = [p for p in task.get("thresholds", []) or [] if p not in POLICIES]
     if unknown:
-        raise DearError(f"task.thresholds has {unknown}; choose from {', '.join(POLICIES)} "
-                        "(e.g. task.thresholds=[logit0,oracle])")
+        raise DearError(
+            f"task.thresholds has {unknown}; choose from {', '.join(POLICIES)} (e.g. task.thresholds=[logit0,oracle])"
+        )
 
     cross_checks(tree)
 
@@ -235,15 +253,24 @@ def validate(cfg: DictConfig) -> None:
 
 def cross_checks(tree: dict[str, Any]) -> None:
     """What no single value shows."""
-    dd, aug, pre = tree.get("diag_data") or {}, tree.get("augment") or {}, (tree.get("detector") or {}).get("preprocess") or {}
+    dd, aug, pre = (
+        tree.get("diag_data") or {},
+        tree.get("augment") or {},
+        (tree.get("detector") or {}).get("preprocess") or {},
+    )
     if dd and dd.get("dissect_augment") is False and dd.get("batch_size") != 1:
-        raise DearError("diag_data.dissect_augment=false reads whole images of different sizes: "
-                        "set diag_data.batch_size=1 with it")
+        raise DearError(
+            "diag_data.dissect_augment=false reads whole images of different sizes: set diag_data.batch_size=1 with it"
+        )
     crop, fixed = aug.get("crop"), pre.get("center_crop")
     if crop and fixed and not pre.get("resize_short") and crop < fixed:
-        raise DearError(f"augment.crop={crop} is smaller than detector.preprocess.center_crop={fixed}: the "
-                        f"training crops would be zero-padded to {fixed}; use augment=crop224 or augment.crop={fixed}")
+        raise DearError(
+            f"augment.crop={crop} is smaller than detector.preprocess.center_crop={fixed}: the "
+            f"training crops would be zero-padded to {fixed}; use augment=crop224 or augment.crop={fixed}"
+        )
     limit = (tree.get("trainer") or {}).get("limit_predict_batches")
     if limit is not None and limit != 1.0 and (tree.get("task") or {}).get("name") == "dear":
-        raise DearError(f"trainer.limit_predict_batches={limit}: feature rows are always extracted whole, so that "
-                        "cache entries are complete; use a smaller benchmark (e.g. demo.scale=tiny) to debug")
+        raise DearError(
+            f"trainer.limit_predict_batches={limit}: feature rows are always extracted whole, so that "
+            "cache entries are complete; use a smaller benchmark (e.g. demo.scale=tiny) to debug"
+        )

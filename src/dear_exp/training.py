@@ -60,15 +60,18 @@ def train_base(cfg: DictConfig, loggers: list | None = None) -> Path:
     bt = cfg.base_train
     detector = build_detector(cfg.detector, load_weights=False)
     if detector.released_mask() is not None:
-        raise DearError(f"detector={cfg.detector.name} is a released DEAR model (a gated {cfg.detector.name}); "
-                        "train its base architecture instead (detector=corvi or detector=rajan)")
+        raise DearError(
+            f"detector={cfg.detector.name} is a released DEAR model (a gated {cfg.detector.name}); "
+            "train its base architecture instead (detector=corvi or detector=rajan)"
+        )
     module = instantiate(bt.module, detector=detector)
     datamodule = train_data(cfg, preprocess_of(cfg.detector), bt.augment, bt.batch_size)
     callbacks = instantiate_group(bt.get("callbacks"), "callback")
     log_config(loggers or [], cfg)
     trainer = make_trainer(OmegaConf.merge(cfg.trainer, bt.trainer), callbacks, loggers or [])
-    log.info("Training %s from scratch on %s for up to %d epochs", cfg.detector.name, cfg.train_data.root,
-             trainer.max_epochs)
+    log.info(
+        "Training %s from scratch on %s for up to %d epochs", cfg.detector.name, cfg.train_data.root, trainer.max_epochs
+    )
     trainer.fit(module, datamodule=datamodule)
     best = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
     if best is not None and best.best_model_path:
@@ -111,9 +114,10 @@ def ensure_detector(cfg: DictConfig) -> None:
     if checkpoint.is_file():
         record = training_record(checkpoint)
         if record.is_file() and json.loads(record.read_text()) != json.loads(json.dumps(training_settings(cfg))):
-            raise DearError(f"{checkpoint} was trained with other settings than this run's ({record}); "
-                            f"delete both files to retrain it, or set detector.checkpoint to another path")
+            raise DearError(
+                f"{checkpoint} was trained with other settings than this run's ({record}); "
+                f"delete both files to retrain it, or set detector.checkpoint to another path"
+            )
         return
     log.info("%s not found and detector.train_if_missing=true: training it first", checkpoint)
     train_base(cfg)
-

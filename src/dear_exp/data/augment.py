@@ -37,8 +37,11 @@ def build_augment(cfg: dict[str, Any]) -> A.Compose:
             A.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, p=cfg["p_jitter"]),
             A.ToGray(p=cfg["p_gray"]),
             A.CoarseDropout(
-                num_holes_range=(1, 1), hole_height_range=(hole, hole), hole_width_range=(hole, hole),
-                fill=128, p=cfg["p_cutout"],
+                num_holes_range=(1, 1),
+                hole_height_range=(hole, hole),
+                hole_width_range=(hole, hole),
+                fill=128,
+                p=cfg["p_cutout"],
             ),
             A.GaussNoise(std_range=(math.sqrt(var_lo) / 255, math.sqrt(var_hi) / 255), p=cfg["p_noise"]),
             A.GaussianBlur(sigma_limit=tuple(cfg["blur_sigma"]), p=cfg["p_blur"]),

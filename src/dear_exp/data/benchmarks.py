@@ -71,8 +71,10 @@ class BenchmarkIndex:
         for subset, spec in self.subsets.items():
             for role in ("real", "fake_source"):
                 if spec[role] not in self.sources:
-                    raise DearError(f"benchmark {self.name}: subset {subset!r} names source {spec[role]!r}, "
-                                    f"which is not one of its sources ({', '.join(self.sources)})")
+                    raise DearError(
+                        f"benchmark {self.name}: subset {subset!r} names source {spec[role]!r}, "
+                        f"which is not one of its sources ({', '.join(self.sources)})"
+                    )
         if both := self.real_sources & fakes:
             raise DearError(f"benchmark {self.name}: source(s) {sorted(both)} are both real and fake; rename them")
         for source, samples in self.sources.items():
@@ -82,15 +84,15 @@ class BenchmarkIndex:
         for group, members in self.groups.items():
             unknown = [m for m in members if m not in self.subsets]
             if unknown or not members:
-                raise DearError(f"benchmark {self.name}: group {group!r} names {unknown or 'no subsets'}; "
-                                f"its subsets are {', '.join(self.subsets)}")
+                raise DearError(
+                    f"benchmark {self.name}: group {group!r} names {unknown or 'no subsets'}; "
+                    f"its subsets are {', '.join(self.subsets)}"
+                )
 
 
 def _key(path: Path, root: Path) -> str:
     """Path relative to the benchmark root, POSIX (`../` when a folder lies beside the root)."""
     return Path(os.path.relpath(path, root)).as_posix()
-
-
 
 
 def child_dirs(folder: Path) -> list[Path]:
@@ -112,8 +114,11 @@ class _Builder:
         samples = []
         for folder in folders:
             require_dir(folder, self.hint)
-            files = [p for p in folder.rglob("*")
-                     if p.suffix.lower() in IMAGE_EXTENSIONS and visible(p, folder) and p.is_file()]
+            files = [
+                p
+                for p in folder.rglob("*")
+                if p.suffix.lower() in IMAGE_EXTENSIONS and visible(p, folder) and p.is_file()
+            ]
             if not files and not self.allow_empty:
                 raise DearError(f"no images in {folder}; {self.hint}")
             samples += [Sample(p, label, _key(p, self.root)) for p in files]
@@ -133,12 +138,23 @@ class _Builder:
         self.subsets[subset] = {"real": real, "fake_source": fake}
 
     def build(self, groups: dict[str, list[str]] | None) -> BenchmarkIndex:
-        index = BenchmarkIndex(self.name, self.root, self.sources, self.subsets,
-                               {k: list(v) for k, v in groups.items()} if groups else {"all": list(self.subsets)})
+        index = BenchmarkIndex(
+            self.name,
+            self.root,
+            self.sources,
+            self.subsets,
+            {k: list(v) for k, v in groups.items()} if groups else {"all": list(self.subsets)},
+        )
         index.check()
         n = sum(len(v) for v in self.sources.values())
-        log.info("Benchmark %s: %d subsets (%s), %d sources, %d images",
-                 self.name, len(self.subsets), ", ".join(self.subsets), len(self.sources), n)
+        log.info(
+            "Benchmark %s: %d subsets (%s), %d sources, %d images",
+            self.name,
+            len(self.subsets),
+            ", ".join(self.subsets),
+            len(self.sources),
+            n,
+        )
         return index
 
 
@@ -170,11 +186,14 @@ class FolderPairs(Layout):
     def collect(self, b: _Builder) -> None:
         for subset, spec in self.subsets.items():
             if set(spec) != {"fake", "real"}:
-                raise DearError(f"benchmark {b.name}: subset {subset!r} needs exactly the keys fake and real, "
-                                f"got {sorted(spec)}")
+                raise DearError(
+                    f"benchmark {b.name}: subset {subset!r} needs exactly the keys fake and real, got {sorted(spec)}"
+                )
             if spec["real"] not in self.reals:
-                raise DearError(f"benchmark {b.name}: subset {subset!r} pairs with real set {spec['real']!r}, "
-                                f"which is not one of layout.reals ({', '.join(self.reals)})")
+                raise DearError(
+                    f"benchmark {b.name}: subset {subset!r} pairs with real set {spec['real']!r}, "
+                    f"which is not one of layout.reals ({', '.join(self.reals)})"
+                )
             real = b.source(spec["real"], b.root / self.reals[spec["real"]], REAL)
             b.add(subset, real, b.source(subset, b.root / spec["fake"], FAKE))
 
@@ -191,8 +210,10 @@ def forensynths_pairs(b: _Builder, base: Path, subsets: list[str] | None, real_d
         else:
             parts = [c for c in child_dirs(folder) if (c / real_dir).is_dir() or (c / fake_dir).is_dir()]
             if not parts:
-                raise DearError(f"{folder} has neither {real_dir}/ and {fake_dir}/ nor <category>/{real_dir}, "
-                                f"<category>/{fake_dir}; {b.hint}")
+                raise DearError(
+                    f"{folder} has neither {real_dir}/ and {fake_dir}/ nor <category>/{real_dir}, "
+                    f"<category>/{fake_dir}; {b.hint}"
+                )
         real = b.source(f"{gen}/real", [p / real_dir for p in parts], REAL)
         b.add(gen, real, b.source(gen, [p / fake_dir for p in parts], FAKE))
 
@@ -231,9 +252,11 @@ class GenImage(Layout):
         found = [c / self.split for c in child_dirs(folder) if (c / self.split).is_dir()]
         if len(found) != 1:
             where = f"{len(found)} sub-folders ({', '.join(p.parent.name for p in found)})" if found else "none"
-            raise DearError(f"GenImage: expected {folder}/{self.split}/ or exactly one "
-                            f"{folder}/<archive>/{self.split}/, found {where}; set benchmark.layout.generators "
-                            f"to the folder; {hint}")
+            raise DearError(
+                f"GenImage: expected {folder}/{self.split}/ or exactly one "
+                f"{folder}/<archive>/{self.split}/, found {where}; set benchmark.layout.generators "
+                f"to the folder; {hint}"
+            )
         return found[0]
 
     def collect(self, b: _Builder) -> None:
@@ -268,8 +291,10 @@ class UFDDiffusion(Layout):
             b.add(gen, real, b.source(gen, base / gen / self.fake_dir, FAKE))
         if self.forensynths is not None:
             forensynths_pairs(b, b.root / self.forensynths, self.forensynths_subsets, self.real_dir, self.fake_dir)
-            b.groups = {"diffusion": list(self.generators),
-                        "forensynths": [s for s in b.subsets if s not in self.generators]}
+            b.groups = {
+                "diffusion": list(self.generators),
+                "forensynths": [s for s in b.subsets if s not in self.generators],
+            }
 
 
 @dataclass(kw_only=True)
@@ -284,8 +309,11 @@ class Synthbuster(Layout):
 
     def collect(self, b: _Builder) -> None:
         real_folder = (b.root / self.real).resolve()
-        gens = self.generators if self.generators is not None else [
-            p.name for p in child_dirs(b.root) if p.resolve() != real_folder]
+        gens = (
+            self.generators
+            if self.generators is not None
+            else [p.name for p in child_dirs(b.root) if p.resolve() != real_folder]
+        )
         for gen in gens:
             real = b.source(self.real_name, b.root / self.real, REAL)
             b.add(gen, real, b.source(gen, b.root / gen, FAKE))
@@ -340,8 +368,9 @@ class Manifest(Layout):
                 with open(path, newline="") as f:
                     rows = list(csv.DictReader(f))
         except (ValueError, csv.Error, UnicodeDecodeError) as exc:
-            raise DearError(f"cannot read manifest {path} ({exc}); give a CSV with path,label[,generator] "
-                            f"or a JSON list of objects") from None
+            raise DearError(
+                f"cannot read manifest {path} ({exc}); give a CSV with path,label[,generator] or a JSON list of objects"
+            ) from None
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise DearError(f"manifest {path}: expected a list of {{path, label[, generator]}} rows")
         return rows
@@ -377,16 +406,20 @@ class Manifest(Layout):
         for gen, samples in sorted(fakes.items()):
             real_set = self.pairs.get(gen, gen if gen in reals else "real")
             if real_set not in reals:
-                raise DearError(f"manifest {path}: generator {gen!r} has no real set {real_set!r} to pair with "
-                                f"(real sets: {', '.join(sorted(reals)) or 'none'}); set benchmark.layout.pairs")
+                raise DearError(
+                    f"manifest {path}: generator {gen!r} has no real set {real_set!r} to pair with "
+                    f"(real sets: {', '.join(sorted(reals)) or 'none'}); set benchmark.layout.pairs"
+                )
             used.add(real_set)
             real_name = f"{real_set}/real" if real_set in fakes else real_set
             b.sources.setdefault(real_name, sorted(reals[real_set], key=lambda s: s.key))
             b.sources[gen] = sorted(samples, key=lambda s: s.key)
             b.add(gen, real_name, gen)
         if unused := sorted(set(reals) - used):
-            raise DearError(f"manifest {path}: real set(s) {unused} pair with no generator; "
-                            f"set benchmark.layout.pairs={{<generator>: <real set>}}")
+            raise DearError(
+                f"manifest {path}: real set(s) {unused} pair with no generator; "
+                f"set benchmark.layout.pairs={{<generator>: <real set>}}"
+            )
 
 
 def load_index(benchmark: DictConfig, allow_empty: bool = False) -> BenchmarkIndex:
@@ -396,15 +429,18 @@ def load_index(benchmark: DictConfig, allow_empty: bool = False) -> BenchmarkInd
     from omegaconf.errors import MissingMandatoryValue
 
     if "layout" not in benchmark:
-        raise DearError(f"benchmark {benchmark.get('name')}: no benchmark.layout; benchmarks now name a layout "
-                        f"class (see conf/benchmark/demo.yaml)")
+        raise DearError(
+            f"benchmark {benchmark.get('name')}: no benchmark.layout; benchmarks now name a layout "
+            f"class (see conf/benchmark/demo.yaml)"
+        )
     try:
         layout = instantiate(benchmark.layout, _convert_="all")
     except (InstantiationException, MissingMandatoryValue) as exc:
         raise DearError(f"benchmark {benchmark.name}: bad benchmark.layout ({exc})") from None
     if not isinstance(layout, Layout):
-        raise DearError(f"benchmark.layout._target_={benchmark.layout._target_} is not a layout of "
-                        f"dear_exp.data.benchmarks")
+        raise DearError(
+            f"benchmark.layout._target_={benchmark.layout._target_} is not a layout of dear_exp.data.benchmarks"
+        )
     return layout.index(benchmark.name, benchmark.root, benchmark.get("source_hint", ""), allow_empty=allow_empty)
 
 
@@ -417,5 +453,8 @@ def benchmark_datamodule(cfg: DictConfig, preprocess: Preprocess) -> BenchmarkDa
     return BenchmarkDataModule(
         index=load_index(cfg.benchmark),
         postprocess=OmegaConf.to_container(cfg.postprocess.settings),  # type: ignore[arg-type]
-        preprocess=preprocess, batch_size=cfg.benchmark.batch_size, num_workers=cfg.num_workers, seed=cfg.seed,
+        preprocess=preprocess,
+        batch_size=cfg.benchmark.batch_size,
+        num_workers=cfg.num_workers,
+        seed=cfg.seed,
     )

@@ -13,8 +13,8 @@ import torch
 from torch.utils.data import DataLoader, default_collate
 
 from dear_exp.data.augment import build_augment
-from dear_exp.data.datasets import EvalImages, InpaintImages, LabelledImages
 from dear_exp.data.benchmarks import BenchmarkIndex
+from dear_exp.data.datasets import EvalImages, InpaintImages, LabelledImages
 from dear_exp.data.folders import inpaint_pairs, labelled_samples
 from dear_exp.data.images import Preprocess
 from dear_exp.data.postprocess import Chain
@@ -34,8 +34,9 @@ def resolve_workers(num_workers: int | str) -> int:
 
 def make_loader(dataset: Any, num_workers: int, **kwargs: Any) -> DataLoader:
     """Pinned memory when a GPU will read the batches."""
-    return DataLoader(dataset, num_workers=num_workers, persistent_workers=False,
-                      pin_memory=torch.cuda.is_available(), **kwargs)
+    return DataLoader(
+        dataset, num_workers=num_workers, persistent_workers=False, pin_memory=torch.cuda.is_available(), **kwargs
+    )
 
 
 def collate_or_none(batch: list[Any]) -> Any:
@@ -48,8 +49,10 @@ def check_shardable(n: int, batch_size: int, world: int, what: str) -> None:
     """Every rank needs at least one item of every global batch, the last one included."""
     last = n % batch_size
     if world > 1 and (0 < last < world or batch_size < world):
-        raise DearError(f"{what}: {n} items in batches of {batch_size} leave a last batch of {last} for {world} ranks; "
-                        f"choose a batch size with n % batch_size == 0 or >= {world}")
+        raise DearError(
+            f"{what}: {n} items in batches of {batch_size} leave a last batch of {last} for {world} ranks; "
+            f"choose a batch size with n % batch_size == 0 or >= {world}"
+        )
 
 
 class TrainDataModule(L.LightningDataModule):
@@ -86,8 +89,9 @@ class TrainDataModule(L.LightningDataModule):
         val = labelled_samples(self.root, self.splits["val"]["real"], self.splits["val"]["fake"], self.hint)
         self.train_set = LabelledImages(train, build_augment(self.augment_cfg), self.preprocess, self.seed)
         # validation: a centre crop of the training crop size, the same at every epoch
-        self.val_set = LabelledImages(val, build_augment({"name": "center_crop", "crop": self.augment_cfg["crop"]}),
-                                      self.preprocess, self.seed)
+        self.val_set = LabelledImages(
+            val, build_augment({"name": "center_crop", "crop": self.augment_cfg["crop"]}), self.preprocess, self.seed
+        )
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None
@@ -140,22 +144,27 @@ class DiagnosticDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is None:
             pairs = inpaint_pairs(self.root, self.image_dir, self.mask_dir, self.hint)
-            self.dataset = InpaintImages(pairs, build_augment(self.augment_cfg), self.preprocess, self.seed, self.rad_weight)
+            self.dataset = InpaintImages(
+                pairs, build_augment(self.augment_cfg), self.preprocess, self.seed, self.rad_weight
+            )
 
     def train_dataloader(self, num_samples: int | None = None) -> DataLoader:
         assert self.dataset is not None
         rank, world = rank_world(self)
         check_shardable(num_samples or len(self.dataset), self.batch_size, world, "diag_data")
         sampler = SeededSampler(len(self.dataset), self.seed + 1, num_samples=num_samples)
-        return make_loader(self.dataset, self.num_workers, batch_sampler=ShardedBatches(sampler, self.batch_size, rank, world))
+        return make_loader(
+            self.dataset, self.num_workers, batch_sampler=ShardedBatches(sampler, self.batch_size, rank, world)
+        )
 
     def dissect_dataloader(self) -> DataLoader:
         """Reference: eval mode, up to `dissect_max_batches` batches, training augmentation."""
         assert self.dataset is not None
         dataset = self.dataset
         if not self.dissect_augment:
-            dataset = InpaintImages(dataset.pairs, build_augment({"name": "none", "crop": 0}), self.preprocess, self.seed,
-                                    self.rad_weight)
+            dataset = InpaintImages(
+                dataset.pairs, build_augment({"name": "none", "crop": 0}), self.preprocess, self.seed, self.rad_weight
+            )
         sampler = SeededSampler(len(dataset), self.seed + 2, shuffle=True)
         batch = self.batch_size if self.dissect_augment else 1  # native sizes differ without a crop
         return make_loader(dataset, self.num_workers, sampler=sampler, batch_size=batch)

@@ -42,15 +42,18 @@ class LabelledImages(Dataset):
 class InpaintImages(Dataset):
     """(image, mask, target): the target is 1 while the mask survives augmentation, else 0."""
 
-    def __init__(self, pairs: list[InpaintPair], augment: A.Compose, preprocess: Preprocess, seed: int,
-                 weight: str = "mask") -> None:
+    def __init__(
+        self, pairs: list[InpaintPair], augment: A.Compose, preprocess: Preprocess, seed: int, weight: str = "mask"
+    ) -> None:
         if weight not in ("mask", "alpha"):
             raise DearError(f"diag_data.rad_weight={weight} is not one of mask, alpha")
         missing = [p for p in pairs if p.alpha is None] if weight == "alpha" else []
         if missing:
-            raise DearError(f"diag_data.rad_weight=alpha but {len(missing)} pair(s) have no {{stem}}_alpha.png, e.g. "
-                            f"{missing[0].mask.with_name(missing[0].mask.stem[:-len('_mask')] + '_alpha.png')}; "
-                            "regenerate with task=make_inpaint inpaint.save_alpha=true or set diag_data.rad_weight=mask")
+            raise DearError(
+                f"diag_data.rad_weight=alpha but {len(missing)} pair(s) have no {{stem}}_alpha.png, e.g. "
+                f"{missing[0].mask.with_name(missing[0].mask.stem[: -len('_mask')] + '_alpha.png')}; "
+                "regenerate with task=make_inpaint inpaint.save_alpha=true or set diag_data.rad_weight=mask"
+            )
         self.pairs = pairs
         self.augment = augment
         self.preprocess = preprocess
@@ -75,8 +78,10 @@ class InpaintImages(Dataset):
             assert pair.alpha is not None
             alpha = np.array(load_image(pair.alpha, mode="L"))
             if alpha.shape != mask.shape:
-                raise DearError(f"alpha {pair.alpha} is {alpha.shape[1]}x{alpha.shape[0]} but its mask {pair.mask} is "
-                                f"{mask.shape[1]}x{mask.shape[0]}; regenerate the pair")
+                raise DearError(
+                    f"alpha {pair.alpha} is {alpha.shape[1]}x{alpha.shape[0]} but its mask {pair.mask} is "
+                    f"{mask.shape[1]}x{mask.shape[0]}; regenerate the pair"
+                )
             out = self.augment(image=image, masks=[mask, alpha])
             m = self.preprocess.mask(out["masks"][0])
             target = torch.tensor(float((m > 0.5).any()))

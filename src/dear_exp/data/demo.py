@@ -26,7 +26,7 @@ import math
 import os
 import shutil
 import tempfile
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -288,7 +288,7 @@ def _saturate(x: np.ndarray, factor: float) -> np.ndarray:
     return gray + (x - gray) * np.float32(factor)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _params(name: str) -> dict[str, np.ndarray]:
     rng = _param_rng(name)
     f32 = np.float32
@@ -541,8 +541,7 @@ def _is_built(final: Path, scale: str, seed: int) -> bool:
     expected = (_VERSION, scale, seed)
     if found != expected:
         raise ValueError(
-            f"demo data folder {final} holds version/scale/seed {found}, expected {expected}; "
-            f"delete it and run again"
+            f"demo data folder {final} holds version/scale/seed {found}, expected {expected}; delete it and run again"
         )
     return True
 

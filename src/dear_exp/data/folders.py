@@ -76,8 +76,10 @@ def inpaint_pairs(root: Path, image_dir: str, mask_dir: str, hint: str) -> list[
         seen: dict[str, Path] = {}
         for p in files:  # pairs match by stem, so a stem in two sub-folders would pair ambiguously
             if p.stem in seen:
-                raise DearError(f"two inpaint {kind} files share the stem {p.stem!r}: {seen[p.stem]} and {p}; "
-                                "rename one so every stem is unique")
+                raise DearError(
+                    f"two inpaint {kind} files share the stem {p.stem!r}: {seen[p.stem]} and {p}; "
+                    "rename one so every stem is unique"
+                )
             seen[p.stem] = p
     masks = {p.stem: p for p in beside if p.stem.endswith("_mask")}
     alphas = {p.stem: p for p in beside if p.stem.endswith("_alpha")}

@@ -147,8 +147,16 @@ class Op:
     def check(self) -> None:
         """Refuse impossible values at parse time (DearError, one line)."""
 
-    def check_value(self, key: str, *, integer: bool = False, lo: float | None = None, hi: float | None = None,
-                    positive: bool = False, ranged: bool = True) -> None:
+    def check_value(
+        self,
+        key: str,
+        *,
+        integer: bool = False,
+        lo: float | None = None,
+        hi: float | None = None,
+        positive: bool = False,
+        ranged: bool = True,
+    ) -> None:
         value = self.get(key)
         kind = "an integer" if integer else "a number"
         if positive:
@@ -208,8 +216,9 @@ class Jpeg(Op):
             return _pil_jpeg(img, params["quality"])
         import cv2
 
-        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(np.array(img)[:, :, ::-1]),
-                               [int(cv2.IMWRITE_JPEG_QUALITY), params["quality"]])
+        ok, buf = cv2.imencode(
+            ".jpg", np.ascontiguousarray(np.array(img)[:, :, ::-1]), [int(cv2.IMWRITE_JPEG_QUALITY), params["quality"]]
+        )
         if not ok:
             raise DearError(f"postprocess setting {self.setting!r}: cv2 could not encode a {img.size} image as JPEG")
         return buf.tobytes()
@@ -242,8 +251,15 @@ class Webp(Op):
 
 class Resize(Op):
     name = "resize"
-    DEFAULTS = {"factor": None, "short_side": None, "size": None, "interpolation": "bicubic", "backend": "pil",
-                "antialias": None, "rounding": "round"}
+    DEFAULTS = {
+        "factor": None,
+        "short_side": None,
+        "size": None,
+        "interpolation": "bicubic",
+        "backend": "pil",
+        "antialias": None,
+        "rounding": "round",
+    }
 
     def check(self) -> None:
         given = [k for k in ("factor", "short_side", "size") if self.spec.get(k) is not None]
@@ -256,16 +272,19 @@ class Resize(Op):
             self.check_value("short_side", integer=True, lo=1)
         else:
             size = self.spec["size"]
-            if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_number(v, True) and v >= 1
-                                                                                for v in size)):
+            if not (
+                isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_number(v, True) and v >= 1 for v in size)
+            ):
                 raise self.error(f"size must be [width, height], two integers >= 1; got {size!r}")
         self.check_choice("backend", tuple(INTERPOLATION))
         self.check_choice("interpolation", INTERPOLATION[self.get("backend")])
         self.check_choice("rounding", ("round", "floor"))
         if self.spec.get("antialias") is not None:
             if self.get("backend") != "torch":
-                raise self.error("antialias applies to backend torch only (pil always antialiases; cv2 never, "
-                                 "except interpolation area)")
+                raise self.error(
+                    "antialias applies to backend torch only (pil always antialiases; cv2 never, "
+                    "except interpolation area)"
+                )
             if not isinstance(self.spec["antialias"], bool):
                 raise self.error(f"antialias must be true or false; got {self.spec['antialias']!r}")
 
@@ -293,8 +312,13 @@ class Resize(Op):
         if backend == "cv2":
             import cv2
 
-            flags = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC,
-                     "lanczos": cv2.INTER_LANCZOS4, "area": cv2.INTER_AREA}
+            flags = {
+                "nearest": cv2.INTER_NEAREST,
+                "bilinear": cv2.INTER_LINEAR,
+                "bicubic": cv2.INTER_CUBIC,
+                "lanczos": cv2.INTER_LANCZOS4,
+                "area": cv2.INTER_AREA,
+            }
             return Image.fromarray(cv2.resize(np.array(img), (w, h), interpolation=flags[interp]))
         import torch
         from torchvision.transforms import InterpolationMode
@@ -403,12 +427,19 @@ class DearProcessed(Op):
     name = "dear_processed"
     DEFAULTS = {"quality": [50, 95], "side": [256, 1024], "enhance": [0.8, 1.2]}
     encodes = ".jpg"
-    ENHANCERS = (("brightness", ImageEnhance.Brightness), ("contrast", ImageEnhance.Contrast),
-                 ("sharpness", ImageEnhance.Sharpness), ("color", ImageEnhance.Color))
+    ENHANCERS = (
+        ("brightness", ImageEnhance.Brightness),
+        ("contrast", ImageEnhance.Contrast),
+        ("sharpness", ImageEnhance.Sharpness),
+        ("color", ImageEnhance.Color),
+    )
 
     def check(self) -> None:
-        for key, kw in (("quality", {"integer": True, "lo": 1, "hi": 100}), ("side", {"integer": True, "lo": 1}),
-                        ("enhance", {"lo": 0})):
+        for key, kw in (
+            ("quality", {"integer": True, "lo": 1, "hi": 100}),
+            ("side", {"integer": True, "lo": 1}),
+            ("enhance", {"lo": 0}),
+        ):
             if not isinstance(self.get(key), (list, tuple)):
                 raise self.error(f"{key} must be a [low, high] range; got {self.get(key)!r}")
             self.check_value(key, **kw)  # type: ignore[arg-type]
@@ -446,8 +477,9 @@ class CorviSocial(Op):
         self.check_value("quality", integer=True, lo=1, hi=100)
         self.check_value("size", integer=True, lo=1, ranged=False)
         ratio = self.get("crop_ratio")
-        if not (isinstance(ratio, (list, tuple)) and len(ratio) == 2 and all(_is_number(v, True) and v >= 1
-                                                                              for v in ratio)):
+        if not (
+            isinstance(ratio, (list, tuple)) and len(ratio) == 2 and all(_is_number(v, True) and v >= 1 for v in ratio)
+        ):
             raise self.error(f"crop_ratio must be [numerator, denominator], two integers >= 1; got {ratio!r}")
         for key in ("crop", "quality"):
             if not isinstance(self.get(key), (list, tuple)):
@@ -464,8 +496,13 @@ class CorviSocial(Op):
         side = int(rng.integers(low, top + 1))
         x, y = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
         quality = int(rng.integers(qlo, qhi + 1))
-        return {"crop": side, "box": (x, y, x + side, y + side), "quality": quality, "size": (out, out),
-                "resample": "lanczos" if side > out else "bicubic"}
+        return {
+            "crop": side,
+            "box": (x, y, x + side, y + side),
+            "quality": quality,
+            "size": (out, out),
+            "resample": "lanczos" if side > out else "bicubic",
+        }
 
     def encode(self, img: Image.Image, params: Params) -> bytes:
         img = img.crop(params["box"]).resize(params["size"], RESAMPLE[params["resample"]])
@@ -474,8 +511,20 @@ class CorviSocial(Op):
 
 OP_CLASSES: dict[str, type[Op]] = {
     cls.name: cls
-    for cls in (Jpeg, Webp, Resize, Blur, Noise, Brightness, Contrast, Sharpness, Color, Crop, DearProcessed,
-                CorviSocial)
+    for cls in (
+        Jpeg,
+        Webp,
+        Resize,
+        Blur,
+        Noise,
+        Brightness,
+        Contrast,
+        Sharpness,
+        Color,
+        Crop,
+        DearProcessed,
+        CorviSocial,
+    )
 }
 OPS = tuple(OP_CLASSES)
 
@@ -484,8 +533,9 @@ def parse_chain(name: str, specs: Any) -> list[Op]:
     if specs is None:
         return []
     if not isinstance(specs, (list, tuple)):
-        raise DearError(f"postprocess setting {name!r} must be a list of ops, e.g. [{{op: jpeg, quality: 75}}]; "
-                        f"got {specs!r}")
+        raise DearError(
+            f"postprocess setting {name!r} must be a list of ops, e.g. [{{op: jpeg, quality: 75}}]; got {specs!r}"
+        )
     ops = []
     for spec in specs:
         op = spec.get("op") if isinstance(spec, dict) else None

@@ -91,4 +91,3 @@ class ShardedBatches(Sampler[list]):
             batch = items[start : start + self.batch_size]
             n = len(batch)
             yield batch[self.rank * n // self.world : (self.rank + 1) * n // self.world]
-

@@ -27,6 +27,9 @@ def build_detector(cfg: Any, load_weights: bool = True) -> Detector:
 def preprocess_of(cfg: Any) -> Preprocess:
     p = cfg.preprocess
     return Preprocess(
-        mean=tuple(p.mean), std=tuple(p.std), trim_odd=bool(p.get("trim_odd", False)),
-        resize_short=p.get("resize_short"), center_crop=p.get("center_crop"),
+        mean=tuple(p.mean),
+        std=tuple(p.std),
+        trim_odd=bool(p.get("trim_odd", False)),
+        resize_short=p.get("resize_short"),
+        center_crop=p.get("center_crop"),
     )

@@ -89,12 +89,16 @@ def fetch_from_hub(target: Path, repo_id: str, filename: str, revision: str | No
     """Download `repo_id/filename` to `target` (atomically), when the network allows it."""
     where = f"{repo_id}/{filename}" + (f"@{revision}" if revision else "")
     if hub_offline():
-        raise DearError(f"checkpoint not found: {target}; HF_HUB_OFFLINE is set, so download {where} "
-                        f"from the Hugging Face Hub elsewhere and place it at {target}")
+        raise DearError(
+            f"checkpoint not found: {target}; HF_HUB_OFFLINE is set, so download {where} "
+            f"from the Hugging Face Hub elsewhere and place it at {target}"
+        )
     reason = hub_unreachable()
     if reason:
-        raise DearError(f"checkpoint not found: {target}; cannot fetch {where} ({reason}): download it "
-                        f"elsewhere and place it at {target}")
+        raise DearError(
+            f"checkpoint not found: {target}; cannot fetch {where} ({reason}): download it "
+            f"elsewhere and place it at {target}"
+        )
     from huggingface_hub import hf_hub_download
 
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -52,12 +52,29 @@ OPENAI_VIT_L14_URL = (
     "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836/ViT-L-14.pt"
 )
 VIT_L14: dict[str, Any] = {
-    "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
-    "image_size": 224, "patch_size": 14, "projection_dim": 768, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5,
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "image_size": 224,
+    "patch_size": 14,
+    "projection_dim": 768,
+    "hidden_act": "quick_gelu",
+    "layer_norm_eps": 1e-5,
 }
 # what must agree between a Hugging Face folder's config and the detector's (weights carry the rest)
-ARCH_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size",
-               "patch_size", "projection_dim", "hidden_act", "layer_norm_eps", "num_channels")
+ARCH_FIELDS = (
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "image_size",
+    "patch_size",
+    "projection_dim",
+    "hidden_act",
+    "layer_norm_eps",
+    "num_channels",
+)
 POSITION_IDS = "embeddings.position_ids"  # a non-persistent buffer; older transformers saved it
 
 
@@ -99,15 +116,20 @@ def build_vision_model(config: Any, init_weights: bool) -> nn.Module:
 
 _BLOCK = re.compile(r"transformer\.resblocks\.(\d+)\.(.+)")
 _BLOCK_RENAMES = {
-    "attn.out_proj.": "self_attn.out_proj.", "ln_1.": "layer_norm1.", "ln_2.": "layer_norm2.",
-    "mlp.c_fc.": "mlp.fc1.", "mlp.c_proj.": "mlp.fc2.",
+    "attn.out_proj.": "self_attn.out_proj.",
+    "ln_1.": "layer_norm1.",
+    "ln_2.": "layer_norm2.",
+    "mlp.c_fc.": "mlp.fc1.",
+    "mlp.c_proj.": "mlp.fc2.",
 }
 _TOP_RENAMES = {
     "class_embedding": "vision_model.embeddings.class_embedding",
     "positional_embedding": "vision_model.embeddings.position_embedding.weight",
     "conv1.weight": "vision_model.embeddings.patch_embedding.weight",
-    "ln_pre.weight": "vision_model.pre_layrnorm.weight", "ln_pre.bias": "vision_model.pre_layrnorm.bias",
-    "ln_post.weight": "vision_model.post_layernorm.weight", "ln_post.bias": "vision_model.post_layernorm.bias",
+    "ln_pre.weight": "vision_model.pre_layrnorm.weight",
+    "ln_pre.bias": "vision_model.pre_layrnorm.bias",
+    "ln_post.weight": "vision_model.post_layernorm.weight",
+    "ln_post.bias": "vision_model.post_layernorm.bias",
 }
 
 
@@ -117,7 +139,7 @@ def openai_to_hf(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     order); `proj` [width, dim] becomes `visual_projection.weight` = proj.T. The text tower is
     ignored; any other `visual.*` key is kept under its own name so a strict load lists it."""
     if any(k.startswith("visual.") for k in state):
-        visual = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
+        visual = {k[len("visual.") :]: v for k, v in state.items() if k.startswith("visual.")}
     else:
         visual = dict(state)
     out: dict[str, torch.Tensor] = {}
@@ -166,8 +188,10 @@ def read_torchscript_state(path: Path, sha256: str | None = None) -> dict[str, t
             module = torch.jit.load(str(path), map_location="cpu")
         return {k: v.detach() for k, v in module.state_dict().items()}
     except Exception as exc:
-        raise DearError(f"cannot read TorchScript archive {path} ({type(exc).__name__}: "
-                        f"{' '.join(str(exc).split())[:300]}); re-download it") from None
+        raise DearError(
+            f"cannot read TorchScript archive {path} ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:300]}); re-download it"
+        ) from None
 
 
 # ---- the detectors --------------------------------------------------------------------------------
@@ -212,8 +236,10 @@ class CLIPDetector(Detector):
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One backbone pass: (patch tokens after `self.block` [N, L, C], image embedding [N, D])."""
         if tuple(x.shape[-2:]) != (self.image_size, self.image_size):
-            raise ValueError(f"{type(self).__name__} needs {self.image_size}x{self.image_size} inputs, got "
-                             f"{tuple(x.shape[-2:])}; keep detector.preprocess.center_crop={self.image_size}")
+            raise ValueError(
+                f"{type(self).__name__} needs {self.image_size}x{self.image_size} inputs, got "
+                f"{tuple(x.shape[-2:])}; keep detector.preprocess.center_crop={self.image_size}"
+            )
         tapped: list[torch.Tensor] = []
 
         def tap(module: nn.Module, args: Any, output: Any) -> None:
@@ -263,8 +289,14 @@ class UFD(CLIPDetector):
     `fc_weights.pth` (`{'weight': [1,768], 'bias': [1]}`). `vision` overrides ViT-L/14's config.
     """
 
-    def __init__(self, backbone: str | None = None, vision: Mapping[str, Any] | None = None, block: int = -1,
-                 backbone_sha256: str | None = None, init_weights: bool = False) -> None:
+    def __init__(
+        self,
+        backbone: str | None = None,
+        vision: Mapping[str, Any] | None = None,
+        block: int = -1,
+        backbone_sha256: str | None = None,
+        init_weights: bool = False,
+    ) -> None:
         super().__init__(vision=vision, block=block, init_weights=init_weights)
         self.backbone = backbone
         self.backbone_sha256 = backbone_sha256
@@ -308,22 +340,28 @@ class UFD(CLIPDetector):
         hf_logging.set_verbosity_error()  # the text tower's keys are expected to be unused
         try:
             model, info = CLIPVisionModelWithProjection.from_pretrained(
-                str(path), local_files_only=True, output_loading_info=True)
+                str(path), local_files_only=True, output_loading_info=True
+            )
         except Exception as exc:
-            raise DearError(f"cannot load the Hugging Face CLIP folder {path} ({type(exc).__name__}: "
-                            f"{' '.join(str(exc).split())[:300]}); re-download it") from None
+            raise DearError(
+                f"cannot load the Hugging Face CLIP folder {path} ({type(exc).__name__}: "
+                f"{' '.join(str(exc).split())[:300]}); re-download it"
+            ) from None
         finally:
             hf_logging.set_verbosity(verbosity)
         ours, theirs = self.config.to_dict(), model.config.to_dict()
         differ = [f"{k} {theirs.get(k)!r} vs {ours.get(k)!r}" for k in ARCH_FIELDS if theirs.get(k) != ours.get(k)]
         if differ:
-            raise DearError(f"the CLIP folder {path} has another architecture than detector.net.vision: "
-                            f"{', '.join(differ)}")
+            raise DearError(
+                f"the CLIP folder {path} has another architecture than detector.net.vision: {', '.join(differ)}"
+            )
         missing = sorted(k for k in info.get("missing_keys", []) if not k.endswith(POSITION_IDS))
         if missing or info.get("mismatched_keys"):
             more = f" (+{len(missing) - 8} more)" if len(missing) > 8 else ""
-            raise DearError(f"the CLIP folder {path} lacks vision weights: missing keys: "
-                            f"{', '.join(missing[:8])}{more}; mismatched: {info.get('mismatched_keys') or 'none'}")
+            raise DearError(
+                f"the CLIP folder {path} lacks vision weights: missing keys: "
+                f"{', '.join(missing[:8])}{more}; mismatched: {info.get('mismatched_keys') or 'none'}"
+            )
         return hf_vision_keys(model.state_dict())
 
 

@@ -65,8 +65,7 @@ class NPR(Detector):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] % 2 or x.shape[-2] % 2:
             raise ValueError(
-                f"NPR needs even image sides, got {tuple(x.shape[-2:])}; keep "
-                "detector.preprocess.trim_odd=true"
+                f"NPR needs even image sides, got {tuple(x.shape[-2:])}; keep detector.preprocess.trim_odd=true"
             )
         x = self.conv1(npr_residual(x) * 2.0 / 3.0)
         x = self.maxpool(self.relu(self.bn1(x)))

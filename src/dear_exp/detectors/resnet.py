@@ -81,7 +81,6 @@ class GatedResNet(nn.Module):
         self.gate.register_buffer("gate", detector.gate)
 
 
-
 class GatedResnet50Detector(Resnet50Detector):
     """The released DEAR-c / DEAR-r: stride-1 ResNet-50 whose layer4 channels pass a 0/1 gate.
 

@@ -57,8 +57,13 @@ def _as_list(batch: list[int]) -> list[int]:
 
 def job_loader(n: int, batch_size: int, rank: int = 0, world: int = 1) -> DataLoader:
     """Rank r takes jobs r, r + world, ... (interleaved, no padding: every image exactly once)."""
-    return DataLoader(Subset(JobIndices(n), range(rank, n, world)), batch_size=batch_size, shuffle=False,
-                      num_workers=0, collate_fn=_as_list)
+    return DataLoader(
+        Subset(JobIndices(n), range(rank, n, world)),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=0,
+        collate_fn=_as_list,
+    )
 
 
 class InpaintWriter(L.LightningModule):
@@ -108,12 +113,17 @@ class InpaintWriter(L.LightningModule):
                 self._record(job.stem, "failed", message if str(job.path) in message else f"{job.path}: {message}")
         if not ready:
             return []
-        generated = generate(self.pipe, [p.work_image for p in ready], [p.pipe_mask for p in ready],
-                             [p.seed for p in ready], s)
+        generated = generate(
+            self.pipe, [p.work_image for p in ready], [p.pipe_mask for p in ready], [p.seed for p in ready], s
+        )
         for p, out in zip(ready, generated):
             if not out.getbbox():  # all black: NaNs in half precision, or a safety checker that slipped in
-                self._record(p.stem, "failed", "the pipeline returned an all-black image (NaNs in half precision? "
-                             "try inpaint.dtype.cuda=float32 or bfloat16)")
+                self._record(
+                    p.stem,
+                    "failed",
+                    "the pipeline returned an all-black image (NaNs in half precision? "
+                    "try inpaint.dtype.cuda=float32 or bfloat16)",
+                )
                 continue
             inpaint, alpha = composite(p, out, s.composite)
             write_outputs(self.layout, p.stem, inpaint, p.mask, alpha)
@@ -122,9 +132,13 @@ class InpaintWriter(L.LightningModule):
 
     def on_predict_epoch_end(self) -> None:
         """Every rank's records and timings on every rank, for the closing summary."""
-        mine = {"rank": self.global_rank, "device": str(self.trainer.strategy.root_device),
-                "load_seconds": self.load_seconds, "step_seconds": self.step_seconds,
-                "records": [asdict(r) for r in self.records]}
+        mine = {
+            "rank": self.global_rank,
+            "device": str(self.trainer.strategy.root_device),
+            "load_seconds": self.load_seconds,
+            "step_seconds": self.step_seconds,
+            "records": [asdict(r) for r in self.records],
+        }
         self.ranks = sorted(distributed.all_gather(mine), key=lambda r: r["rank"])
 
     def on_predict_end(self) -> None:

@@ -24,8 +24,10 @@ from dear_exp.inpaint.settings import InpaintSettings
 log = logging.getLogger(__name__)
 
 FLUX_FILL = "FluxFillPipeline"
-EXAMPLES = ("stable-diffusion-v1-5/stable-diffusion-inpainting, diffusers/stable-diffusion-xl-1.0-inpainting-0.1 "
-            "or black-forest-labs/FLUX.1-Fill-dev")
+EXAMPLES = (
+    "stable-diffusion-v1-5/stable-diffusion-inpainting, diffusers/stable-diffusion-xl-1.0-inpainting-0.1 "
+    "or black-forest-labs/FLUX.1-Fill-dev"
+)
 
 
 @dataclass(frozen=True)
@@ -47,14 +49,18 @@ def _class_of(index: Path, model: str) -> str:
         meta = json.loads(index.read_text())
         return str(meta["_class_name"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DearError(f"inpaint.model={model}: cannot read the pipeline class from {index} ({exc}); "
-                        "save the pipeline with pipe.save_pretrained(folder)") from None
+        raise DearError(
+            f"inpaint.model={model}: cannot read the pipeline class from {index} ({exc}); "
+            "save the pipeline with pipe.save_pretrained(folder)"
+        ) from None
 
 
 def _check_inpainting(class_name: str, model: str) -> None:
     if class_name != FLUX_FILL and "Inpaint" not in class_name:
-        raise DearError(f"inpaint.model={model} is a {class_name}, not an inpainting pipeline; give an "
-                        f"inpainting checkpoint such as {EXAMPLES}")
+        raise DearError(
+            f"inpaint.model={model} is a {class_name}, not an inpainting pipeline; give an "
+            f"inpainting checkpoint such as {EXAMPLES}"
+        )
 
 
 def resolve_model(s: InpaintSettings) -> ModelSource:
@@ -63,12 +69,16 @@ def resolve_model(s: InpaintSettings) -> ModelSource:
     if _looks_like_path(model):
         folder = Path(model).expanduser()
         if not folder.is_dir():
-            raise DearError(f"inpaint.model={model}: no such folder; give a local pipeline folder "
-                            f"(pipe.save_pretrained(folder)) or a hub id such as {EXAMPLES}")
+            raise DearError(
+                f"inpaint.model={model}: no such folder; give a local pipeline folder "
+                f"(pipe.save_pretrained(folder)) or a hub id such as {EXAMPLES}"
+            )
         index = folder / "model_index.json"
         if not index.is_file():
-            raise DearError(f"inpaint.model={folder} is not a diffusers pipeline folder (no model_index.json); "
-                            f"save one with pipe.save_pretrained(folder) or give a hub id such as {EXAMPLES}")
+            raise DearError(
+                f"inpaint.model={folder} is not a diffusers pipeline folder (no model_index.json); "
+                f"save one with pipe.save_pretrained(folder) or give a hub id such as {EXAMPLES}"
+            )
         class_name = _class_of(index, model)
         _check_inpainting(class_name, model)
         return ModelSource(str(folder), class_name, local=True, local_files_only=True)
@@ -83,25 +93,31 @@ def resolve_model(s: InpaintSettings) -> ModelSource:
         # cached but the Hub does not answer: load from the cache instead of retrying for ~25 s
         local_only = offline or hub_unreachable() is not None
         return ModelSource(model, class_name, local=False, local_files_only=local_only)
-    where = (f"download it where there is network (`hf download {model}`) or set "
-             "inpaint.model=/path/to/a/local/pipeline/folder")
+    where = (
+        f"download it where there is network (`hf download {model}`) or set "
+        "inpaint.model=/path/to/a/local/pipeline/folder"
+    )
     if offline:
         why = "HF_HUB_OFFLINE is set" if hub_offline() else "inpaint.local_files_only=true"
-        raise DearError(f"inpaint.model={model} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
-                        f"and {why}; {where}")
+        raise DearError(
+            f"inpaint.model={model} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and {why}; {where}"
+        )
     reason = hub_unreachable()
     if reason:
-        raise DearError(f"inpaint.model={model} is not in the Hugging Face cache and the Hub cannot be reached "
-                        f"({reason}); {where}")
+        raise DearError(
+            f"inpaint.model={model} is not in the Hugging Face cache and the Hub cannot be reached ({reason}); {where}"
+        )
     from huggingface_hub import hf_hub_download
 
     try:
         index = Path(hf_hub_download(model, "model_index.json", revision=s.revision))
     except Exception as exc:  # gated (FLUX.1-Fill-dev needs HF_TOKEN and the licence accepted), missing, ...
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise DearError(f"inpaint.model={model}: cannot fetch model_index.json from the Hugging Face Hub "
-                        f"({type(exc).__name__}: {first}); check the id, and for a gated model accept its "
-                        "licence and set HF_TOKEN") from None
+        raise DearError(
+            f"inpaint.model={model}: cannot fetch model_index.json from the Hugging Face Hub "
+            f"({type(exc).__name__}: {first}); check the id, and for a gated model accept its "
+            "licence and set HF_TOKEN"
+        ) from None
     class_name = _class_of(index, model)
     _check_inpainting(class_name, model)
     return ModelSource(model, class_name, local=False, local_files_only=False)
@@ -126,8 +142,10 @@ def load_pipeline(s: InpaintSettings, device: torch.device, source: ModelSource 
 
     concrete = getattr(diffusers, source.class_name, None)
     if concrete is None:
-        raise DearError(f"inpaint.model={s.model} is a {source.class_name}, which diffusers {diffusers.__version__} "
-                        "does not know; upgrade diffusers or give another pipeline")
+        raise DearError(
+            f"inpaint.model={s.model} is a {source.class_name}, which diffusers {diffusers.__version__} "
+            "does not know; upgrade diffusers or give another pipeline"
+        )
     params = inspect.signature(concrete.__init__).parameters
     kwargs: dict[str, Any] = {"dtype": getattr(torch, s.dtype_for(device.type))}
     if "safety_checker" in params:
@@ -150,8 +168,10 @@ def load_pipeline(s: InpaintSettings, device: torch.device, source: ModelSource 
         raise
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [""])[0]
-        raise DearError(f"cannot load the inpainting pipeline {source.name} ({type(exc).__name__}: {first}); "
-                        "check inpaint.model, inpaint.variant and that all its weights are present") from None
+        raise DearError(
+            f"cannot load the inpainting pipeline {source.name} ({type(exc).__name__}: {first}); "
+            "check inpaint.model, inpaint.variant and that all its weights are present"
+        ) from None
     multiple = int(getattr(pipe, "vae_scale_factor", 8)) * (2 if source.class_name == FLUX_FILL else 1)
     if s.resolution % multiple:
         raise DearError(f"inpaint.resolution={s.resolution} must be a multiple of {multiple} for {source.class_name}")
@@ -159,8 +179,9 @@ def load_pipeline(s: InpaintSettings, device: torch.device, source: ModelSource 
     return pipe.to(device)
 
 
-def generate(pipe: Any, images: list[Image.Image], masks: list[Image.Image], seeds: list[int],
-             s: InpaintSettings) -> list[Image.Image]:
+def generate(
+    pipe: Any, images: list[Image.Image], masks: list[Image.Image], seeds: list[int], s: InpaintSettings
+) -> list[Image.Image]:
     """One batch: an empty prompt per image and one CPU generator per image, so an image's noise
     does not depend on the batch it is in or on the device."""
     n = len(images)

@@ -78,8 +78,25 @@ class InpaintSettings:
 
     def identity(self) -> dict[str, Any]:
         """What decides an image's pixels (not batch_size, devices or where files go)."""
-        keys = ("model", "revision", "variant", "dtype", "resolution", "steps", "guidance_scale", "strength", "prompt",
-                "call_kwargs", "area", "aspect", "seed", "blur_factor", "pipeline_mask", "composite", "save_alpha")
+        keys = (
+            "model",
+            "revision",
+            "variant",
+            "dtype",
+            "resolution",
+            "steps",
+            "guidance_scale",
+            "strength",
+            "prompt",
+            "call_kwargs",
+            "area",
+            "aspect",
+            "seed",
+            "blur_factor",
+            "pipeline_mask",
+            "composite",
+            "save_alpha",
+        )
         return {k: list(v) if isinstance(v, tuple) else v for k, v in ((k, getattr(self, k)) for k in keys)}
 
     def dtype_for(self, device_type: str) -> str:

@@ -96,8 +96,10 @@ def check_manifest(layout: Layout, identity: dict[str, Any]) -> None:
             before = {}
         changed = [f"{k}: {before.get(k)!r} -> {v!r}" for k, v in identity.items() if before.get(k) != v]
         if changed:
-            raise DearError(f"{layout.image_root} holds a set made with other settings ({'; '.join(changed[:4])}); "
-                            f"set another inpaint.out_dir, or delete the folder to start again")
+            raise DearError(
+                f"{layout.image_root} holds a set made with other settings ({'; '.join(changed[:4])}); "
+                f"set another inpaint.out_dir, or delete the folder to start again"
+            )
 
 
 def write_manifest(layout: Layout, identity: dict[str, Any]) -> None:
@@ -139,8 +141,10 @@ def check_not_inside(layout: Layout, real_dir: Path) -> None:
     real = real_dir.resolve()
     for root in (layout.image_root, layout.mask_root):
         if root.resolve().is_relative_to(real):
-            raise DearError(f"output folder {root} lies inside inpaint.real_dir={real_dir}, so a rerun would read "
-                            "the outputs as real images; set inpaint.out_dir outside it")
+            raise DearError(
+                f"output folder {root} lies inside inpaint.real_dir={real_dir}, so a rerun would read "
+                "the outputs as real images; set inpaint.out_dir outside it"
+            )
 
 
 def save_png_atomic(image: Image.Image, path: Path) -> None:
@@ -149,8 +153,9 @@ def save_png_atomic(image: Image.Image, path: Path) -> None:
         image.save(tmp, format="PNG")
 
 
-def write_outputs(layout: Layout, stem: str, inpaint: Image.Image, mask: Image.Image,
-                  alpha: Image.Image | None) -> None:
+def write_outputs(
+    layout: Layout, stem: str, inpaint: Image.Image, mask: Image.Image, alpha: Image.Image | None
+) -> None:
     """Mask (and alpha) first, the inpaint image last, each atomically."""
     save_png_atomic(mask, layout.mask_path(stem))
     if layout.save_alpha:

@@ -27,11 +27,26 @@ from dear_exp.report import MODEL_NAMES
 if TYPE_CHECKING:
     from dear_exp.features import FeatureStore
 
-__all__ = ["DEARModule", "FeatureRefitDataModule", "HeadFit", "HeadModule", "MaskedLinearHead", "NewtonFit",
-           "PlateauLRDrop", "RefitDataModule", "RefitSettings", "Solve", "Views", "adam_fit", "load_head",
-           "newton_fit", "refit_heads", "save_head", "view_rows"]
+__all__ = [
+    "DEARModule",
+    "FeatureRefitDataModule",
+    "HeadFit",
+    "HeadModule",
+    "MaskedLinearHead",
+    "NewtonFit",
+    "PlateauLRDrop",
+    "RefitDataModule",
+    "RefitSettings",
+    "Solve",
+    "Views",
+    "adam_fit",
+    "load_head",
+    "newton_fit",
+    "refit_heads",
+    "save_head",
+    "view_rows",
+]
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -57,8 +72,10 @@ class RefitSettings:
     def check(self) -> None:
         """What no single value shows."""
         if self.mode == "online" and self.solver != "adam":
-            raise DearError("head.mode=online trains through the backbone at every step, which needs head.solver=adam "
-                            "(head=reference); head.solver=newton solves on the cached rows (head.mode=cached)")
+            raise DearError(
+                "head.mode=online trains through the backbone at every step, which needs head.solver=adam "
+                "(head=reference); head.solver=newton solves on the cached rows (head.mode=cached)"
+            )
         if not self.l2:
             raise DearError("head.l2=[] must list at least one L2 strength > 0 (e.g. head.l2=[0.01])")
 
@@ -74,8 +91,15 @@ class HeadFit:
     path: list[Solve]
 
 
-def _newton(name: str, mask: torch.Tensor, rows: tuple[Tensors, Tensors, Tensors], s: RefitSettings,
-            own: torch.nn.Linear | None, device: torch.device, store: FeatureStore | None) -> HeadFit:
+def _newton(
+    name: str,
+    mask: torch.Tensor,
+    rows: tuple[Tensors, Tensors, Tensors],
+    s: RefitSettings,
+    own: torch.nn.Linear | None,
+    device: torch.device,
+    store: FeatureStore | None,
+) -> HeadFit:
     """A Newton solve, as a feature-cache entry when a store is given (rank 0 solves, the others receive
     it; a sweep's controls are solved once): keyed by the rows' content, the mask and the settings."""
     channels, kept = mask.numel(), int(mask.sum())
@@ -91,21 +115,34 @@ def _newton(name: str, mask: torch.Tensor, rows: tuple[Tensors, Tensors, Tensors
     if store is None:
         tensors = solve()
     else:
-        parts = {"solver": "newton", "rows": tensors_fingerprint(t for r in rows for t in (r["pooled"], r["label"])),
-                 "mask": tensors_fingerprint([mask.float()]), "l2": l2, "inpaint_weight": float(s.inpaint_weight),
-                 "tol": float(s.tol), "max_iter": int(s.max_iter),
-                 "init": tensors_fingerprint(init.state_dict().values()) if init is not None else None,
-                 "on": device.type}
+        parts = {
+            "solver": "newton",
+            "rows": tensors_fingerprint(t for r in rows for t in (r["pooled"], r["label"])),
+            "mask": tensors_fingerprint([mask.float()]),
+            "l2": l2,
+            "inpaint_weight": float(s.inpaint_weight),
+            "tol": float(s.tol),
+            "max_iter": int(s.max_iter),
+            "init": tensors_fingerprint(init.state_dict().values()) if init is not None else None,
+            "on": device.type,
+        }
         tensors = store.fit(parts, solve, f"{name} head, {kept} of {channels} channels")
     fit = NewtonFit.from_tensors(tensors)
     return HeadFit(name, fit.head, {"kept": kept, **fit.summary()}, fit.path)
 
 
-def refit_heads(masks: dict[str, torch.Tensor], settings: RefitSettings, detector: Detector,
-                device: torch.device | str = "cpu", rows: tuple[Tensors, Tensors, Tensors] | None = None,
-                store: FeatureStore | None = None, online: RefitDataModule | None = None,
-                trainer_for: Callable[[str], L.Trainer] | None = None, seed: int = 0,
-                batch_sizes: tuple[int, int] = (64, 16)) -> list[HeadFit]:
+def refit_heads(
+    masks: dict[str, torch.Tensor],
+    settings: RefitSettings,
+    detector: Detector,
+    device: torch.device | str = "cpu",
+    rows: tuple[Tensors, Tensors, Tensors] | None = None,
+    store: FeatureStore | None = None,
+    online: RefitDataModule | None = None,
+    trainer_for: Callable[[str], L.Trainer] | None = None,
+    seed: int = 0,
+    batch_sizes: tuple[int, int] = (64, 16),
+) -> list[HeadFit]:
     """One head per mask, in the masks' order, each refitted from the same data with the same solver.
 
     rows: the cached (train, inpaint, val) rows (`view_rows`); online: the image data of
@@ -114,14 +151,22 @@ def refit_heads(masks: dict[str, torch.Tensor], settings: RefitSettings, detecto
     s, device = settings, torch.device(device)
     own = detector.linear_head() if s.init == "detector" else None
     if s.init == "detector" and own is None:
-        raise DearError("head.init=detector needs a classifier on the pooled dissected layer; "
-                        "this detector has layers after it: use head.init=zeros")
+        raise DearError(
+            "head.init=detector needs a classifier on the pooled dissected layer; "
+            "this detector has layers after it: use head.init=zeros"
+        )
     if (rows is None) == (online is None):
         raise ValueError("give the cached rows or the online data, not both")
     fits = []
     for name, mask in masks.items():
-        log.info("Refitting head %s (%s, %d of %d channels) with %s", name, MODEL_NAMES.get(name, name),
-                 int(mask.sum()), mask.numel(), s.solver)
+        log.info(
+            "Refitting head %s (%s, %d of %d channels) with %s",
+            name,
+            MODEL_NAMES.get(name, name),
+            int(mask.sum()),
+            mask.numel(),
+            s.solver,
+        )
         if s.solver == "newton":
             if rows is None:
                 raise DearError("head.solver=newton solves on the cached rows: set head.mode=cached")
@@ -129,8 +174,13 @@ def refit_heads(masks: dict[str, torch.Tensor], settings: RefitSettings, detecto
             continue
         if trainer_for is None:
             raise ValueError("head.solver=adam fits through Lightning: give trainer_for")
-        common = {"lr": s.lr, "betas": tuple(s.betas), "weight_decay": s.weight_decay, "init": s.init,
-                  "inpaint_weight": s.inpaint_weight}
+        common = {
+            "lr": s.lr,
+            "betas": tuple(s.betas),
+            "weight_decay": s.weight_decay,
+            "init": s.init,
+            "inpaint_weight": s.inpaint_weight,
+        }
         module: HeadModule
         data: L.LightningDataModule
         if rows is not None:

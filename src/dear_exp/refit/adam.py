@@ -96,8 +96,11 @@ class HeadModule(L.LightningModule):
         loss_inpaint = self.global_mean_bce(self(xi), yi)
         loss = loss_main + self.inpaint_weight * loss_inpaint
         n = x.shape[0] + xi.shape[0]
-        self.log_dict({"train/loss": loss, "train/loss_main": loss_main, "train/loss_inpaint": loss_inpaint},
-                      prog_bar=False, batch_size=n)
+        self.log_dict(
+            {"train/loss": loss, "train/loss_main": loss_main, "train/loss_inpaint": loss_inpaint},
+            prog_bar=False,
+            batch_size=n,
+        )
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor] | None, batch_idx: int) -> None:
@@ -108,8 +111,12 @@ class HeadModule(L.LightningModule):
         self.log("val/bacc", self.val_bacc, prog_bar=True, batch_size=x.shape[0])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.head.parameters(), lr=self.lr, betas=self.betas,  # type: ignore[arg-type]
-                                weight_decay=self.weight_decay)
+        return torch.optim.Adam(
+            self.head.parameters(),
+            lr=self.lr,
+            betas=self.betas,  # type: ignore[arg-type]
+            weight_decay=self.weight_decay,
+        )
 
 
 class DEARModule(HeadModule):
@@ -145,7 +152,9 @@ class DEARModule(HeadModule):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.pooled_features(x)
 
-    def predict_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+    def predict_step(
+        self, batch: tuple[torch.Tensor, ...], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, torch.Tensor]:
         x, label, index = batch
         features = self.detector.forward_features(x)
         return {
@@ -250,8 +259,16 @@ class FeatureRefitDataModule(L.LightningDataModule):
     """Joint refit data, as RefitDataModule but on cached rows: one step per main batch, each
     paired with a batch of inpaint rows; validation on the centre-crop rows."""
 
-    def __init__(self, train: Tensors, inpaint: Tensors, val: Tensors, views: int, batch_size: int,
-                 inpaint_batch_size: int, seed: int) -> None:
+    def __init__(
+        self,
+        train: Tensors,
+        inpaint: Tensors,
+        val: Tensors,
+        views: int,
+        batch_size: int,
+        inpaint_batch_size: int,
+        seed: int,
+    ) -> None:
         super().__init__()
         self.train, self.inpaint, self.val = FeatureRows(train), FeatureRows(inpaint), FeatureRows(val)
         self.views, self.seed = views, seed
@@ -267,10 +284,13 @@ class FeatureRefitDataModule(L.LightningDataModule):
         main = ShardedBatches(ViewSampler(n_train, self.views, self.seed), self.batch_size, rank, world)
         check_shardable(len(main) * self.inpaint_batch_size, self.inpaint_batch_size, world, "diag_data")
         n_inpaint = len(self.inpaint) // self.views
-        inpaint_sampler = ViewSampler(n_inpaint, self.views, self.seed + 1, num_samples=len(main) * self.inpaint_batch_size)
+        inpaint_sampler = ViewSampler(
+            n_inpaint, self.views, self.seed + 1, num_samples=len(main) * self.inpaint_batch_size
+        )
         inpaint = ShardedBatches(inpaint_sampler, self.inpaint_batch_size, rank, world)
-        return CombinedLoader({"main": self._loader(self.train, main), "inpaint": self._loader(self.inpaint, inpaint)},
-                              mode="min_size")  # type: ignore[return-value]
+        return CombinedLoader(
+            {"main": self._loader(self.train, main), "inpaint": self._loader(self.inpaint, inpaint)}, mode="min_size"
+        )  # type: ignore[return-value]
 
     def val_dataloader(self) -> DataLoader:
         rank, world = rank_world(self)
@@ -305,14 +325,21 @@ def adam_fit(module: L.LightningModule, data: L.LightningDataModule, trainer: L.
     trainer.fit(module, datamodule=data)
     best = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)  # type: ignore[attr-defined]
     last = trainer.callback_metrics.get("val/bacc")
-    summary: dict[str, Any] = {"solver": "adam", "epochs": trainer.current_epoch,
-                               "val_bacc_last": float(last) if last is not None else float("nan")}
+    summary: dict[str, Any] = {
+        "solver": "adam",
+        "epochs": trainer.current_epoch,
+        "val_bacc_last": float(last) if last is not None else float("nan"),
+    }
     if best is not None and best.best_model_path:
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
         summary["val_bacc"] = float(best.best_model_score)  # type: ignore[arg-type]
-        log.info("Restored the best head (val/bacc %.4f; last epoch %.4f) from %s", summary["val_bacc"],
-                 summary["val_bacc_last"], best.best_model_path)
+        log.info(
+            "Restored the best head (val/bacc %.4f; last epoch %.4f) from %s",
+            summary["val_bacc"],
+            summary["val_bacc_last"],
+            best.best_model_path,
+        )
     else:
         summary["val_bacc"] = summary["val_bacc_last"]
     return summary

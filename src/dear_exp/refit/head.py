@@ -58,8 +58,10 @@ def load_head(channels: int, path: Path) -> MaskedLinearHead:
     expected = {"weight": (1, channels), "bias": (1,), "mask": (channels,)}
     got = {k: tuple(v.shape) for k, v in tensors.items()}
     if got != expected:
-        raise DearError(f"DEAR head {path} has {got}, this detector's layer needs {expected}; "
-                        "use the head of a run with the same detector and layer")
+        raise DearError(
+            f"DEAR head {path} has {got}, this detector's layer needs {expected}; "
+            "use the head of a run with the same detector and layer"
+        )
     head = MaskedLinearHead(channels, dtype=tensors["weight"].dtype)
     head.linear.load_state_dict({"weight": tensors["weight"], "bias": tensors["bias"]})
     head.set_mask(tensors["mask"])

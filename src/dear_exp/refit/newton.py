@@ -63,8 +63,15 @@ class Design:
     on `device`, CHUNK rows per block. Blocks are built once and kept when they fit in
     `keep_bytes`, else rebuilt at each pass (rows far larger than memory still solve)."""
 
-    def __init__(self, groups: list[Group], kept: torch.Tensor, mu: torch.Tensor, sd: torch.Tensor,
-                 device: torch.device, keep_bytes: int = 2 << 30) -> None:
+    def __init__(
+        self,
+        groups: list[Group],
+        kept: torch.Tensor,
+        mu: torch.Tensor,
+        sd: torch.Tensor,
+        device: torch.device,
+        keep_bytes: int = 2 << 30,
+    ) -> None:
         self.groups, self.kept, self.mu, self.sd, self.device = groups, kept, mu, sd, device
         rows = sum(len(g.y) for g in groups)
         self.kept_blocks = list(self._build()) if rows * (len(mu) + 1) * 8 <= keep_bytes else None
@@ -73,16 +80,17 @@ class Design:
         for g in self.groups:
             scale = g.weight / len(g.y)
             for start in range(0, len(g.y), CHUNK):
-                x = g.x[start:start + CHUNK][:, self.kept.cpu()].to(self.device, torch.float64)
+                x = g.x[start : start + CHUNK][:, self.kept.cpu()].to(self.device, torch.float64)
                 z = torch.cat([(x - self.mu) / self.sd, x.new_ones(len(x), 1)], dim=1)
-                yield scale, z, g.y[start:start + CHUNK].to(self.device, torch.float64)
+                yield scale, z, g.y[start : start + CHUNK].to(self.device, torch.float64)
 
     def blocks(self):
         return iter(self.kept_blocks) if self.kept_blocks is not None else self._build()
 
 
-def _objective(design: Design, theta: torch.Tensor, l2: float,
-               hessian: bool) -> tuple[float, torch.Tensor, torch.Tensor | None]:
+def _objective(
+    design: Design, theta: torch.Tensor, l2: float, hessian: bool
+) -> tuple[float, torch.Tensor, torch.Tensor | None]:
     """L, dL/dtheta and (optionally) the Hessian at theta = [v, c] (standardised weights, bias)."""
     penalty = torch.ones_like(theta)
     penalty[-1] = 0.0  # the bias is not penalised
@@ -100,8 +108,9 @@ def _objective(design: Design, theta: torch.Tensor, l2: float,
     return loss, grad, hess
 
 
-def newton_solve(design: Design, l2: float, start: torch.Tensor, tol: float,
-                 max_iter: int) -> tuple[torch.Tensor, int, float, float]:
+def newton_solve(
+    design: Design, l2: float, start: torch.Tensor, tol: float, max_iter: int
+) -> tuple[torch.Tensor, int, float, float]:
     """Newton's method with an Armijo backtracking line search: (theta, iterations, L, max |grad|).
     The Hessian is formed only where another step is needed (it costs rows x channels^2)."""
     theta = start.clone()
@@ -135,8 +144,9 @@ def _val_metrics(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     return loss, bacc
 
 
-def fold(theta: torch.Tensor, kept: torch.Tensor, mu: torch.Tensor, sd: torch.Tensor,
-         channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+def fold(
+    theta: torch.Tensor, kept: torch.Tensor, mu: torch.Tensor, sd: torch.Tensor, channels: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Weights and bias in the original feature space: v . (x - mu) / sd + c = w . x + b, w = 0 off the mask."""
     d = len(theta) - 1
     scaled = theta[:d] / sd
@@ -173,11 +183,23 @@ class NewtonFit:
 
     def to_tensors(self) -> Tensors:
         """The fit as a feature-cache entry (kind `heads`): a sweep's controls are solved once."""
-        path = torch.tensor([[s.l2, s.iterations, s.objective, s.grad_max, float(s.converged), s.val_loss, s.val_bacc]
-                             for s in self.path], dtype=torch.float64)
-        return {"weight": self.head.linear.weight.detach(), "bias": self.head.linear.bias.detach(),
-                "mask": self.head.mask, "theta": self.theta, "mu": self.mu, "sd": self.sd, "path": path,
-                "chosen": torch.tensor(self.path.index(self.chosen))}
+        path = torch.tensor(
+            [
+                [s.l2, s.iterations, s.objective, s.grad_max, float(s.converged), s.val_loss, s.val_bacc]
+                for s in self.path
+            ],
+            dtype=torch.float64,
+        )
+        return {
+            "weight": self.head.linear.weight.detach(),
+            "bias": self.head.linear.bias.detach(),
+            "mask": self.head.mask,
+            "theta": self.theta,
+            "mu": self.mu,
+            "sd": self.sd,
+            "path": path,
+            "chosen": torch.tensor(self.path.index(self.chosen)),
+        }
 
     @classmethod
     def from_tensors(cls, t: Tensors) -> NewtonFit:
@@ -193,9 +215,18 @@ class NewtonFit:
         return ((pooled[:, kept].double() - mu) / sd) @ theta[:d] + theta[d]
 
 
-def newton_fit(train: Tensors, inpaint: Tensors, val: Tensors, mask: torch.Tensor, inpaint_weight: float,
-               l2: list[float], tol: float = 1e-9, max_iter: int = 100, init: MaskedLinearHead | None = None,
-               device: torch.device | str = "cpu") -> NewtonFit:
+def newton_fit(
+    train: Tensors,
+    inpaint: Tensors,
+    val: Tensors,
+    mask: torch.Tensor,
+    inpaint_weight: float,
+    l2: list[float],
+    tol: float = 1e-9,
+    max_iter: int = 100,
+    init: MaskedLinearHead | None = None,
+    device: torch.device | str = "cpu",
+) -> NewtonFit:
     """The optimum of the refit objective for `mask`, at the L2 strength of `l2` that gives the lowest
     validation BCE (ties: the stronger). `init` is only the starting point (the optimum is unique)."""
     device = torch.device(device)
@@ -223,15 +254,24 @@ def newton_fit(train: Tensors, inpaint: Tensors, val: Tensors, mask: torch.Tenso
         val_loss, val_bacc = _val_metrics(logits.cpu(), val["label"].double())
         solve = Solve(float(strength), iterations, loss, grad_max, grad_max <= tol, val_loss, val_bacc)
         if not solve.converged:
-            log.warning("The head refit did not converge at l2=%g: %d Newton iterations, objective %.6g, max |gradient| "
-                        "%.3g > head.tol=%g; raise head.max_iter or the smallest head.l2", strength, iterations, loss,
-                        grad_max, tol)
+            log.warning(
+                "The head refit did not converge at l2=%g: %d Newton iterations, objective %.6g, max |gradient| "
+                "%.3g > head.tol=%g; raise head.max_iter or the smallest head.l2",
+                strength,
+                iterations,
+                loss,
+                grad_max,
+                tol,
+            )
         path.append((solve, theta.clone()))
     best = min(range(len(path)), key=lambda i: (path[i][0].val_loss, -path[i][0].l2))
     chosen, theta = path[best]
     if len(path) > 1 and chosen.l2 in (min(l2), max(l2)):
-        log.info("The validation split chose l2=%g, an end of head.l2=%s: a wider grid may validate better",
-                 chosen.l2, sorted(l2, reverse=True))
+        log.info(
+            "The validation split chose l2=%g, an end of head.l2=%s: a wider grid may validate better",
+            chosen.l2,
+            sorted(l2, reverse=True),
+        )
     weight, bias = fold(theta, kept, mu, sd, channels)
     head = solved_head(weight.unsqueeze(0), bias, mask)
     return NewtonFit(head, chosen, [s for s, _ in sorted(path, key=lambda p: p[0].l2)], theta.cpu(), mu.cpu(), sd.cpu())

@@ -35,13 +35,24 @@ class Views(Dataset):
         return out[0], out[-1], torch.tensor(j)  # image, label (inpaint: whether the region survived), row
 
 
-
-def view_rows(store: FeatureStore, train: LabelledImages, inpaint: InpaintImages, val: LabelledImages, views: int,
-              seed: int, batch_size: int) -> tuple[Tensors, Tensors, Tensors]:
+def view_rows(
+    store: FeatureStore,
+    train: LabelledImages,
+    inpaint: InpaintImages,
+    val: LabelledImages,
+    views: int,
+    seed: int,
+    batch_size: int,
+) -> tuple[Tensors, Tensors, Tensors]:
     """K augmented views of every training and inpaint image, and the centre-crop validation rows."""
-    train_rows, inpaint_rows, val_rows = store.rows("views", [
-        (f"train_data train x{views} views", Views(train, views, seed)),
-        (f"diag_data inpaint x{views} views", Views(inpaint, views, seed)),
-        ("train_data val [centre crop]", Views(val, 1, seed)),
-    ], logits=False, batch_size=batch_size)
+    train_rows, inpaint_rows, val_rows = store.rows(
+        "views",
+        [
+            (f"train_data train x{views} views", Views(train, views, seed)),
+            (f"diag_data inpaint x{views} views", Views(inpaint, views, seed)),
+            ("train_data val [centre crop]", Views(val, 1, seed)),
+        ],
+        logits=False,
+        batch_size=batch_size,
+    )
     return train_rows, inpaint_rows, val_rows

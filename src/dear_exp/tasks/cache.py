@@ -29,8 +29,10 @@ def table(entries: list[Entry], now: float) -> str:
     lines = [f"{'kind':<7} {'key':<12} {'MB':>9} {'created':<16} {'last used':>10}  what"]
     for e in entries:
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.created))
-        lines.append(f"{e.kind:<7} {e.key[:12]:<12} {e.size / 2**20:>9.2f} {created:<16} "
-                     f"{(now - e.last_used) / DAY:>8.1f} d  {e.describe}")
+        lines.append(
+            f"{e.kind:<7} {e.key[:12]:<12} {e.size / 2**20:>9.2f} {created:<16} "
+            f"{(now - e.last_used) / DAY:>8.1f} d  {e.describe}"
+        )
     total = sum(e.size for e in entries)
     lines.append(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {total / 2**20:.1f} MB")
     return "\n".join(lines)
@@ -56,8 +58,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
         print(table(entries, now))
         return {"entries": float(len(entries)), "megabytes": sum(e.size for e in entries) / 2**20}
     if t.kind is None and t.older_than_days is None and not t.all:
-        raise DearError("task.action=prune needs a filter (task.kind=..., task.older_than_days=...) "
-                        "or task.all=true to delete every entry")
+        raise DearError(
+            "task.action=prune needs a filter (task.kind=..., task.older_than_days=...) "
+            "or task.all=true to delete every entry"
+        )
     freed = 0
     for e in entries:
         freed += e.size

@@ -21,20 +21,44 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from dear_exp.build import ensure_demo
 from dear_exp.data.benchmarks import BenchmarkIndex, load_index
 from dear_exp.data.folders import Sample
 from dear_exp.data.images import image_header
 from dear_exp.errors import DearError
 from dear_exp.files import file_sha256, write_atomic
-from dear_exp.build import ensure_demo
 
 log = logging.getLogger(__name__)
 
 JPEG_FORMATS = frozenset({"JPEG", "MPO"})  # PIL names multi-picture camera JPEGs MPO
-EXTENSION_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP",
-                     ".tif": "TIFF", ".tiff": "TIFF"}
-CSV_FIELDS = ["kind", "name", "role", "real", "fake_source", "groups", "n", "n_real", "n_fake", "ratio",
-              "formats", "jpeg_share", "real_jpeg_share", "fake_jpeg_share", "buckets", "ext_mismatch", "unreadable"]
+EXTENSION_FORMATS = {
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".png": "PNG",
+    ".webp": "WEBP",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+}
+CSV_FIELDS = [
+    "kind",
+    "name",
+    "role",
+    "real",
+    "fake_source",
+    "groups",
+    "n",
+    "n_real",
+    "n_fake",
+    "ratio",
+    "formats",
+    "jpeg_share",
+    "real_jpeg_share",
+    "fake_jpeg_share",
+    "buckets",
+    "ext_mismatch",
+    "unreadable",
+]
 
 
 def bucket_labels(edges: list[int]) -> list[str]:
@@ -73,8 +97,14 @@ def source_stats(samples: list[Sample], edges: list[int]) -> dict[str, Any]:
         expected = EXTENSION_FORMATS.get(s.path.suffix.lower())
         if expected and not (fmt == expected or (fmt in JPEG_FORMATS and expected == "JPEG")):
             mismatch.append(f"{s.key} is {fmt}")
-    return {"n": len(samples), "formats": dict(formats.most_common()), "jpeg_share": _share(formats, len(samples)),
-            "buckets": buckets, "ext_mismatch": mismatch, "unreadable": unreadable}
+    return {
+        "n": len(samples),
+        "formats": dict(formats.most_common()),
+        "jpeg_share": _share(formats, len(samples)),
+        "buckets": buckets,
+        "ext_mismatch": mismatch,
+        "unreadable": unreadable,
+    }
 
 
 def duplicates(index: BenchmarkIndex) -> list[list[dict[str, str]]]:
@@ -100,8 +130,13 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.0f}%"
 
 
-def take_census(index: BenchmarkIndex, buckets: list[int], imbalance_ratio: float = 2.0, format_bias: float = 0.5,
-                find_duplicates: bool = True) -> dict[str, Any]:
+def take_census(
+    index: BenchmarkIndex,
+    buckets: list[int],
+    imbalance_ratio: float = 2.0,
+    format_bias: float = 0.5,
+    find_duplicates: bool = True,
+) -> dict[str, Any]:
     edges = sorted(int(b) for b in buckets)
     reals = index.real_sources
     member_of = defaultdict(list)
@@ -114,46 +149,73 @@ def take_census(index: BenchmarkIndex, buckets: list[int], imbalance_ratio: floa
     for name, samples in index.sources.items():
         st = stats[name] = source_stats(samples, edges)
         used_by = [s for s, spec in index.subsets.items() if name in (spec["real"], spec["fake_source"])]
-        sources.append({"kind": "source", "name": name, "role": "real" if name in reals else "fake",
-                        "subsets": used_by, **st})
+        sources.append(
+            {"kind": "source", "name": name, "role": "real" if name in reals else "fake", "subsets": used_by, **st}
+        )
         if st["unreadable"]:
             warnings.append(f"source {name}: {len(st['unreadable'])} unreadable file(s), e.g. {st['unreadable'][0]}")
         if st["ext_mismatch"]:
-            warnings.append(f"source {name}: {len(st['ext_mismatch'])} file(s) whose content is not what the "
-                            f"extension says, e.g. {st['ext_mismatch'][0]}")
+            warnings.append(
+                f"source {name}: {len(st['ext_mismatch'])} file(s) whose content is not what the "
+                f"extension says, e.g. {st['ext_mismatch'][0]}"
+            )
     subsets = []
     for subset, spec in index.subsets.items():
         r, f = stats[spec["real"]], stats[spec["fake_source"]]
         n_r, n_f = r["n"], f["n"]
         ratio = max(n_r, n_f) / min(n_r, n_f) if n_r and n_f else None
-        subsets.append({"kind": "subset", "name": subset, "real": spec["real"], "fake_source": spec["fake_source"],
-                        "groups": member_of[subset], "n_real": n_r, "n_fake": n_f, "ratio": ratio,
-                        "real_jpeg_share": r["jpeg_share"], "fake_jpeg_share": f["jpeg_share"]})
+        subsets.append(
+            {
+                "kind": "subset",
+                "name": subset,
+                "real": spec["real"],
+                "fake_source": spec["fake_source"],
+                "groups": member_of[subset],
+                "n_real": n_r,
+                "n_fake": n_f,
+                "ratio": ratio,
+                "real_jpeg_share": r["jpeg_share"],
+                "fake_jpeg_share": f["jpeg_share"],
+            }
+        )
         if not n_r or not n_f:
             which = " and ".join(w for w, n in (("real", n_r), ("fake", n_f)) if not n)
             warnings.append(f"subset {subset}: empty: no {which} images ({n_r} real, {n_f} fake)")
             continue
         if ratio is not None and ratio > imbalance_ratio:
-            warnings.append(f"subset {subset}: unbalanced: {n_r} real vs {n_f} fake (ratio {ratio:.1f} > "
-                            f"{imbalance_ratio:g}); AP and Acc depend on the ratio")
+            warnings.append(
+                f"subset {subset}: unbalanced: {n_r} real vs {n_f} fake (ratio {ratio:.1f} > "
+                f"{imbalance_ratio:g}); AP and Acc depend on the ratio"
+            )
         pr, pf = r["jpeg_share"], f["jpeg_share"]
         if abs(pr - pf) >= format_bias:
             jpeg_side, other_side, other = ("reals", "fakes", f) if pr > pf else ("fakes", "reals", r)
             others = ", ".join(k for k in other["formats"] if k not in JPEG_FORMATS) or "other formats"
-            warnings.append(f"subset {subset}: format bias: {jpeg_side} are {_pct(max(pr, pf))} JPEG, "
-                            f"{other_side} {_pct(min(pr, pf))} ({others}); the file format alone separates them "
-                            f"(benchmarks.md lesson 4): compare under post-processing (postprocess=robust)")
+            warnings.append(
+                f"subset {subset}: format bias: {jpeg_side} are {_pct(max(pr, pf))} JPEG, "
+                f"{other_side} {_pct(min(pr, pf))} ({others}); the file format alone separates them "
+                f"(benchmarks.md lesson 4): compare under post-processing (postprocess=robust)"
+            )
     dups = duplicates(index) if find_duplicates else []
     if dups:
         n_files = sum(len(g) for g in dups)
         mixed = sum(len({e["source"] in reals for e in g}) > 1 for g in dups)
         shown = "; ".join(" == ".join(f"{e['source']}:{e['key']}" for e in g) for g in dups[:5])
         more = f"; and {len(dups) - 5} more group(s) in census.json" if len(dups) > 5 else ""
-        warnings.append(f"duplicates: {len(dups)} group(s) of identical files ({n_files} files, {mixed} group(s) "
-                        f"both real and fake): {shown}{more}")
-    return {"benchmark": index.name, "root": str(index.root), "buckets": bucket_labels(edges),
-            "groups": index.groups, "sources": sources, "subsets": subsets, "duplicates": dups,
-            "warnings": warnings}
+        warnings.append(
+            f"duplicates: {len(dups)} group(s) of identical files ({n_files} files, {mixed} group(s) "
+            f"both real and fake): {shown}{more}"
+        )
+    return {
+        "benchmark": index.name,
+        "root": str(index.root),
+        "buckets": bucket_labels(edges),
+        "groups": index.groups,
+        "sources": sources,
+        "subsets": subsets,
+        "duplicates": dups,
+        "warnings": warnings,
+    }
 
 
 def census_csv(census: dict[str, Any]) -> str:
@@ -185,17 +247,31 @@ def print_census(census: dict[str, Any]) -> None:
         table.add_column(name, justify="left" if name in ("source", "role", "formats") else "right")
     for s in census["sources"]:
         formats = " ".join(f"{k} {v}" for k, v in s["formats"].items()) + (
-            f" unreadable {len(s['unreadable'])}" if s["unreadable"] else "")
-        table.add_row(s["name"], s["role"], str(s["n"]), formats, _pct(s["jpeg_share"]),
-                      *(str(s["buckets"][b]) for b in census["buckets"]))
+            f" unreadable {len(s['unreadable'])}" if s["unreadable"] else ""
+        )
+        table.add_row(
+            s["name"],
+            s["role"],
+            str(s["n"]),
+            formats,
+            _pct(s["jpeg_share"]),
+            *(str(s["buckets"][b]) for b in census["buckets"]),
+        )
     console.print(table)
     table = Table(title=f"{census['benchmark']}: subsets (each fake source against its real source)")
     for name in ("subset", "groups", "real", "n real", "n fake", "ratio", "JPEG real", "JPEG fake"):
         table.add_column(name, justify="left" if name in ("subset", "groups", "real") else "right")
     for s in census["subsets"]:
-        table.add_row(s["name"], ", ".join(s["groups"]), s["real"], str(s["n_real"]), str(s["n_fake"]),
-                      "-" if s["ratio"] is None else f"{s['ratio']:.2f}",
-                      _pct(s["real_jpeg_share"]), _pct(s["fake_jpeg_share"]))
+        table.add_row(
+            s["name"],
+            ", ".join(s["groups"]),
+            s["real"],
+            str(s["n_real"]),
+            str(s["n_fake"]),
+            "-" if s["ratio"] is None else f"{s['ratio']:.2f}",
+            _pct(s["real_jpeg_share"]),
+            _pct(s["fake_jpeg_share"]),
+        )
     console.print(table)
 
 
@@ -203,14 +279,25 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     ensure_demo(cfg, [cfg.benchmark.root])
     index = load_index(cfg.benchmark, allow_empty=True)
     t = cfg.task
-    census = take_census(index, list(t.get("buckets", [256, 512, 1024])), float(t.get("imbalance_ratio", 2.0)),
-                         float(t.get("format_bias", 0.5)), bool(t.get("duplicates", True)))
+    census = take_census(
+        index,
+        list(t.get("buckets", [256, 512, 1024])),
+        float(t.get("imbalance_ratio", 2.0)),
+        float(t.get("format_bias", 0.5)),
+        bool(t.get("duplicates", True)),
+    )
     out = Path(cfg.paths.output_dir)
     write_atomic(out / "census.json", json.dumps(census, indent=1))
     write_atomic(out / "census.csv", census_csv(census))
     print_census(census)
     for w in census["warnings"]:
         log.warning(w)
-    log.info("Census of %s: %d sources, %d images, %d warning(s); census.csv and census.json in %s",
-             index.name, len(index.sources), sum(s["n"] for s in census["sources"]), len(census["warnings"]), out)
+    log.info(
+        "Census of %s: %d sources, %d images, %d warning(s); census.csv and census.json in %s",
+        index.name,
+        len(index.sources),
+        sum(s["n"] for s in census["sources"]),
+        len(census["warnings"]),
+        out,
+    )
     return census

@@ -42,8 +42,10 @@ def over_seeds(tables: list[tuple[Path, list[dict[str, str]]]]) -> list[tuple[st
     for runs in groups.values():
         seeds = [rows[0].get("seed", "") for _, rows in runs]
         if len(set(seeds)) < len(seeds):
-            raise DearError(f"task.over_seeds: {', '.join(str(f) for f, _ in runs)} share a configuration and a seed "
-                            f"({', '.join(seeds)}); give each seed's run once")
+            raise DearError(
+                f"task.over_seeds: {', '.join(str(f) for f, _ in runs)} share a configuration and a seed "
+                f"({', '.join(seeds)}); give each seed's run once"
+            )
         cells: dict[tuple[str, ...], list[dict[str, str]]] = {}
         for _, rows in runs:
             for r in rows:
@@ -53,8 +55,10 @@ def over_seeds(tables: list[tuple[Path, list[dict[str, str]]]]) -> list[tuple[st
         merged = []
         for (model, policy, setting, subset), members in cells.items():
             if len(members) != len(runs):
-                raise DearError(f"task.over_seeds: {model} {policy} {setting} {subset} is in {len(members)} of the "
-                                f"{len(runs)} runs of seeds {', '.join(seeds)}; give runs of one configuration")
+                raise DearError(
+                    f"task.over_seeds: {model} {policy} {setting} {subset} is in {len(members)} of the "
+                    f"{len(runs)} runs of seeds {', '.join(seeds)}; give runs of one configuration"
+                )
             row: dict[str, Any] = {"model": model, "threshold_policy": policy, "postprocess": setting, "subset": subset}
             for k in METRICS:
                 v = [float(m[k]) for m in members]
@@ -98,8 +102,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
             rows = list(csv.DictReader(f))
         missing = {"model", "postprocess", "subset", *METRICS} - set(rows[0] if rows else {})
         if missing:
-            raise DearError(f"{folder / 'results.csv'} lacks the columns {sorted(missing)}; "
-                            "give results of task=dear or task=evaluate")
+            raise DearError(
+                f"{folder / 'results.csv'} lacks the columns {sorted(missing)}; "
+                "give results of task=dear or task=evaluate"
+            )
         read.append((folder, rows))
     tables: list[tuple[str, list[dict[str, Any]]]]
     if cfg.task.get("over_seeds"):

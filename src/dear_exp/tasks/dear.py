@@ -49,19 +49,39 @@ def run(cfg: DictConfig) -> dict[str, float]:
     scores = rad_scores(diag, detector, device, store)[0] if needs_rad(prune.mode) else None
     # 2. prune: the run's mask (the last), and the controls' masks
     masks = run_masks(prune, scores, detector.feature_channels, detector.released_mask(), cfg.task.controls)
-    log.info("prune.mode=%s keeps %d of %d channels", prune.mode, int(list(masks.values())[-1].sum()),
-             detector.feature_channels)
+    log.info(
+        "prune.mode=%s keeps %d of %d channels",
+        prune.mode,
+        int(list(masks.values())[-1].sum()),
+        detector.feature_channels,
+    )
     # 3. refit the head of every model on the same rows
-    rows = view_rows(store, train.train_set, diag.dataset, train.val_set, head.views, cfg.seed,
-                     cfg.train_data.batch_size) if head.mode == "cached" else None
-    fits = refit_heads(masks, head, detector, device, rows, store, RefitDataModule(train, diag) if rows is None else None,
-                       lambda name: build.make_trainer(cfg.trainer, build.fit_callbacks(cfg, out_dir, name),
-                                                       loggers if name == list(masks)[-1] else []),
-                       cfg.seed, (cfg.train_data.batch_size, cfg.diag_data.batch_size))
+    rows = (
+        view_rows(store, train.train_set, diag.dataset, train.val_set, head.views, cfg.seed, cfg.train_data.batch_size)
+        if head.mode == "cached"
+        else None
+    )
+    fits = refit_heads(
+        masks,
+        head,
+        detector,
+        device,
+        rows,
+        store,
+        RefitDataModule(train, diag) if rows is None else None,
+        lambda name: build.make_trainer(
+            cfg.trainer, build.fit_callbacks(cfg, out_dir, name), loggers if name == list(masks)[-1] else []
+        ),
+        cfg.seed,
+        (cfg.train_data.batch_size, cfg.diag_data.batch_size),
+    )
     # 4. evaluate the base detector and every head from one backbone pass per image
     heads = {f.name: f.head for f in fits}
-    calibrated = calibration_thresholds(store, train.val_set.samples, preprocess, heads, cfg.seed,
-                                        cfg.benchmark.batch_size) if "calibrated" in cfg.task.thresholds else None
+    calibrated = (
+        calibration_thresholds(store, train.val_set.samples, preprocess, heads, cfg.seed, cfg.benchmark.batch_size)
+        if "calibrated" in cfg.task.thresholds
+        else None
+    )
     results = evaluate(store, benchmark, heads, tuple(cfg.task.thresholds), calibrated, cfg.task.bootstrap, cfg.seed)
     log.info("Feature cache: %s", describe_cache(store.cache))
     if not trainer.is_global_zero:

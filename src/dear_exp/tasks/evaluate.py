@@ -21,7 +21,9 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
-    build.ensure_demo(cfg, [cfg.benchmark.root] + ([cfg.train_data.root] if cfg.detector.get("train_if_missing") else []))
+    build.ensure_demo(
+        cfg, [cfg.benchmark.root] + ([cfg.train_data.root] if cfg.detector.get("train_if_missing") else [])
+    )
     ensure_detector(cfg)
     L.seed_everything(cfg.seed, workers=True)
     preprocess = preprocess_of(cfg.detector)
@@ -45,8 +47,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         data = build.train_data(cfg, preprocess, cfg.augment, cfg.benchmark.batch_size)
         data.setup("validate")
         assert data.val_set is not None
-        calibrated = calibration_thresholds(store, data.val_set.samples, preprocess, heads, cfg.seed,
-                                            cfg.benchmark.batch_size)
+        calibrated = calibration_thresholds(
+            store, data.val_set.samples, preprocess, heads, cfg.seed, cfg.benchmark.batch_size
+        )
     rows = evaluate(store, benchmark, heads, tuple(cfg.task.thresholds), calibrated, cfg.task.bootstrap, cfg.seed)
     log.info("Feature cache: %s", describe_cache(store.cache))
     if not trainer.is_global_zero:

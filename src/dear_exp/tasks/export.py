@@ -83,8 +83,10 @@ def _settings(cfg: DictConfig, chosen: Any) -> dict[str, list[dict[str, Any]]]:
         names = [chosen] if isinstance(chosen, str) else [str(c) for c in chosen]
         unknown = [n for n in names if n not in settings]
         if unknown:
-            raise DearError(f"task.setting={unknown[0]} is not a setting of this postprocess preset; choose one of "
-                            f"{', '.join(map(str, settings))} (or task.setting=null for all)")
+            raise DearError(
+                f"task.setting={unknown[0]} is not a setting of this postprocess preset; choose one of "
+                f"{', '.join(map(str, settings))} (or task.setting=null for all)"
+            )
     for name in names:
         if "/" in str(name) or str(name) in ("", ".", ".."):
             raise DearError(f"postprocess setting {name!r} cannot name a folder; rename it")
@@ -99,8 +101,9 @@ def _check_manifest(folder: Path, record: dict[str, Any]) -> None:
         except ValueError:
             old = None
         if old != record:
-            raise DearError(f"{folder} was exported with other settings ({path}: {old}); delete it or choose "
-                            f"another task.dst")
+            raise DearError(
+                f"{folder} was exported with other settings ({path}: {old}); delete it or choose another task.dst"
+            )
     else:
         write_atomic(path, (json.dumps(record, indent=1) + "\n").encode())
 
@@ -109,8 +112,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
     task = cfg.task
     for key in ("src", "dst"):
         if OmegaConf.is_missing(task, key) or task.get(key) in (None, ""):
-            raise DearError(f"task.{key} is required: python -m dear_exp task=export postprocess=<preset> "
-                            f"task.src=<benchmark root> task.dst=<output folder>")
+            raise DearError(
+                f"task.{key} is required: python -m dear_exp task=export postprocess=<preset> "
+                f"task.src=<benchmark root> task.dst=<output folder>"
+            )
     fmt = str(task.get("format", "keep"))
     if fmt not in FORMATS:
         raise DearError(f"task.format={fmt} is not one of {', '.join(FORMATS)}")
@@ -126,8 +131,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if not src.is_dir():
         raise DearError(f"export source not found: {src}; set task.src to a benchmark root (e.g. data/test)")
     if dst == src or dst.is_relative_to(src):
-        raise DearError(f"task.dst={dst} lies inside task.src={src}; the export would read its own outputs; "
-                        f"choose a folder outside it")
+        raise DearError(
+            f"task.dst={dst} lies inside task.src={src}; the export would read its own outputs; "
+            f"choose a folder outside it"
+        )
     settings = _settings(cfg, task.get("setting"))
     chains = {name: Chain(name, specs, int(cfg.seed)) for name, specs in settings.items()}
     files = list_images(src, "put images below task.src or point it at a benchmark root")
@@ -156,8 +163,14 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     from tqdm import tqdm
 
-    log.info("Exporting %d image(s) x %d setting(s) from %s to %s (%d already there)", len(files), len(chains), src,
-             dst, skipped)
+    log.info(
+        "Exporting %d image(s) x %d setting(s) from %s to %s (%d already there)",
+        len(files),
+        len(chains),
+        src,
+        dst,
+        skipped,
+    )
     with tqdm(total=len(items), desc="export", unit="img", disable=None) as bar:
         if workers > 1 and len(items) > 1:
             import multiprocessing as mp
@@ -170,6 +183,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
             for item in items:
                 export_one(item)
                 bar.update()
-    log.info("export: wrote %d, skipped %d already there; %d image(s) x %d setting(s) (%s) -> %s", len(items),
-             skipped, len(files), len(chains), ", ".join(chains), dst)
+    log.info(
+        "export: wrote %d, skipped %d already there; %d image(s) x %d setting(s) (%s) -> %s",
+        len(items),
+        skipped,
+        len(files),
+        len(chains),
+        ", ".join(chains),
+        dst,
+    )
     return {"written": float(len(items)), "skipped": float(skipped), "images": float(len(files))}

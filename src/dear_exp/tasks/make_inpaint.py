@@ -69,8 +69,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check_not_inside(layout, real_dir)
     strategy = str(cfg.trainer.get("strategy", "auto"))
     if "spawn" in strategy or "notebook" in strategy or "fork" in strategy:
-        raise DearError(f"trainer.strategy={strategy} is not supported by task=make_inpaint (the spawned ranks' "
-                        "results do not come back); use trainer=ddp")
+        raise DearError(
+            f"trainer.strategy={strategy} is not supported by task=make_inpaint (the spawned ranks' "
+            "results do not come back); use trainer=ddp"
+        )
     jobs = list_jobs(real_dir, ic.get("max_images"))
     check_manifest(layout, settings.identity())
     pending = [j for j in jobs if not layout.is_done(j.stem)]
@@ -87,9 +89,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
         source = resolve_model(settings)  # one line, before any file or process, when the model is unusable
         write_manifest(layout, settings.identity())
-        log.info("Inpainting with %s (%s) at %d px, %d steps, guidance %s, composite=%s, blur_factor=%s, seed=%d",
-                 source.name, source.class_name, settings.resolution, settings.steps, settings.guidance_scale,
-                 settings.composite, settings.blur_factor, settings.seed)
+        log.info(
+            "Inpainting with %s (%s) at %d px, %d steps, guidance %s, composite=%s, blur_factor=%s, seed=%d",
+            source.name,
+            source.class_name,
+            settings.resolution,
+            settings.steps,
+            settings.guidance_scale,
+            settings.composite,
+            settings.blur_factor,
+            settings.seed,
+        )
         ranks = _predict(cfg, pending, settings, layout, source)
         if ranks is None:  # not the global-zero rank: rank 0 reports
             return {}
@@ -97,11 +107,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return _summarise(cfg, len(jobs), done_before, ranks, seconds, layout, str(settings.model))
 
 
-def _predict(cfg: DictConfig, pending: list[Any], settings: InpaintSettings, layout: Layout,
-             source: Any) -> list[dict[str, Any]] | None:
-    from dear_exp.inpaint.lightning import InpaintWriter, job_loader
+def _predict(
+    cfg: DictConfig, pending: list[Any], settings: InpaintSettings, layout: Layout, source: Any
+) -> list[dict[str, Any]] | None:
     from dear_exp.build import make_trainer
     from dear_exp.distributed import rank_world
+    from dear_exp.inpaint.lightning import InpaintWriter, job_loader
 
     overrides: dict[str, Any] = {}
     devices = capped_devices(cfg.trainer, len(pending))
@@ -117,8 +128,15 @@ def _predict(cfg: DictConfig, pending: list[Any], settings: InpaintSettings, lay
     return module.ranks
 
 
-def _summarise(cfg: DictConfig, n_images: int, done_before: int, ranks: list[dict[str, Any]], seconds: float,
-               layout: Layout, model: str) -> dict[str, Any]:
+def _summarise(
+    cfg: DictConfig,
+    n_images: int,
+    done_before: int,
+    ranks: list[dict[str, Any]],
+    seconds: float,
+    layout: Layout,
+    model: str,
+) -> dict[str, Any]:
     records = [r for rank in ranks for r in rank["records"]]
     counts = Counter(r["status"] for r in records)
     written = counts["written"]
@@ -127,28 +145,53 @@ def _summarise(cfg: DictConfig, n_images: int, done_before: int, ranks: list[dic
     step_seconds = sum(rank["step_seconds"] for rank in ranks)
     per_image = step_seconds / written if written else None
     summary_path = Path(cfg.paths.output_dir) / SUMMARY_FILE
-    line = (f"make_inpaint: {written} written, {skipped} skipped (already done), {len(failures)} failed"
-            + (f" (not fatal: reasons below and in {summary_path})" if failures else "")
-            + f" of {n_images} image(s) in {seconds:.1f} s"
-            + (f", {per_image:.2f} s/image of generation (summed over {len(ranks)} rank(s))" if per_image else "")
-            + f"; outputs in {layout.image_root} and {layout.mask_root}")
-    write_json(summary_path, {
-        "images": n_images, "written": written, "skipped": skipped, "failed": len(failures),
-        "failures": [{"stem": r["stem"], "reason": r["reason"]} for r in failures],
-        "seconds": seconds, "seconds_per_image": per_image, "model": model,
-        "settings": OmegaConf.to_container(cfg.inpaint, resolve=True),
-        "ranks": [{"rank": rank["rank"], "device": rank["device"], "load_seconds": rank["load_seconds"],
-                   "step_seconds": rank["step_seconds"],
-                   "written": sorted(r["stem"] for r in rank["records"] if r["status"] == "written")}
-                  for rank in ranks],
-    })
+    line = (
+        f"make_inpaint: {written} written, {skipped} skipped (already done), {len(failures)} failed"
+        + (f" (not fatal: reasons below and in {summary_path})" if failures else "")
+        + f" of {n_images} image(s) in {seconds:.1f} s"
+        + (f", {per_image:.2f} s/image of generation (summed over {len(ranks)} rank(s))" if per_image else "")
+        + f"; outputs in {layout.image_root} and {layout.mask_root}"
+    )
+    write_json(
+        summary_path,
+        {
+            "images": n_images,
+            "written": written,
+            "skipped": skipped,
+            "failed": len(failures),
+            "failures": [{"stem": r["stem"], "reason": r["reason"]} for r in failures],
+            "seconds": seconds,
+            "seconds_per_image": per_image,
+            "model": model,
+            "settings": OmegaConf.to_container(cfg.inpaint, resolve=True),
+            "ranks": [
+                {
+                    "rank": rank["rank"],
+                    "device": rank["device"],
+                    "load_seconds": rank["load_seconds"],
+                    "step_seconds": rank["step_seconds"],
+                    "written": sorted(r["stem"] for r in rank["records"] if r["status"] == "written"),
+                }
+                for rank in ranks
+            ],
+        },
+    )
     for r in failures[:20]:
         log.warning("failed %s: %s", r["stem"], r["reason"])
     if len(failures) > 20:
         log.warning("... and %d more failures, all in %s", len(failures) - 20, summary_path)
     log.info(line)
     print(line, flush=True)
-    log.info("Read the set with diag_data.root=%s diag_data.image_dir=%s diag_data.mask_dir=%s",
-             layout.out_dir, layout.image_dir, layout.mask_dir)
-    return {"images": n_images, "written": written, "skipped": skipped, "failed": len(failures),
-            "seconds_per_image": per_image}
+    log.info(
+        "Read the set with diag_data.root=%s diag_data.image_dir=%s diag_data.mask_dir=%s",
+        layout.out_dir,
+        layout.image_dir,
+        layout.mask_dir,
+    )
+    return {
+        "images": n_images,
+        "written": written,
+        "skipped": skipped,
+        "failed": len(failures),
+        "seconds_per_image": per_image,
+    }

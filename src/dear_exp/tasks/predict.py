@@ -28,8 +28,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     trainer = build.make_trainer(cfg.trainer, [], [], enable_progress_bar=len(samples) > 1)
     store = build.feature_store(cfg, trainer, detector)
     # the extraction path of evaluation: the same rows, the same logits
-    logits = score_images(store, samples, preprocess_of(cfg.detector), heads, f"task.input {root}",
-                          cfg.task.batch_size, cfg.seed)
+    logits = score_images(
+        store, samples, preprocess_of(cfg.detector), heads, f"task.input {root}", cfg.task.batch_size, cfg.seed
+    )
     heads_out = ("base", *heads)
     columns = ["path"]
     for h in heads_out:
@@ -47,6 +48,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     target = Path(cfg.task.output) if cfg.task.get("output") else Path(cfg.paths.output_dir) / "predictions.csv"
     write_atomic(target, buf.getvalue())
     fakes = {h: int((logits[h] > 0).sum()) for h in heads_out}
-    print(f"scored {len(samples)} image(s) from {root}: " + ", ".join(f"{h} calls {n} fake" for h, n in fakes.items())
-          + f"; wrote {target}")
+    print(
+        f"scored {len(samples)} image(s) from {root}: "
+        + ", ".join(f"{h} calls {n} fake" for h, n in fakes.items())
+        + f"; wrote {target}"
+    )
     return {f"{h}/fake_share": fakes[h] / len(samples) for h in heads_out}

@@ -1,0 +1,151 @@
+"""`python -m dear_exp [+experiment=NAME] [overrides]`: one Hydra entry point for every task."""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from dear_exp.errors import DearError, one_line
+
+# the configs ship inside the package (conf/ at the top of a checkout links here), so an installed
+# dear-exp finds them from any directory
+CONF_DIR = str(importlib.resources.files("dear_exp") / "conf")
+log = logging.getLogger("dear_exp")
+
+
+def _sweep_group() -> str:
+    """W&B group: the multirun's folder name, so a sweep's runs sit together; `single` otherwise."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    return Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else "single"
+
+
+def _sweep_job() -> str:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    return str(hc.job.num) if hc.mode == RunMode.MULTIRUN else Path(hc.run.dir).name
+
+
+def cores() -> int:
+    """The cores this process may use (its CPU affinity: a SLURM allocation, not the whole node)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def register_resolvers() -> None:
+    for name, fn in (("sweep_group", _sweep_group), ("sweep_job", _sweep_job), ("cwd", os.getcwd), ("cores", cores)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip: For seamless cloud logging" not in record.getMessage()
+
+
+def quiet_libraries() -> None:
+    """Lightning's own console handler would print every line twice beside Hydra's; its tips and
+    warnings about things this project does on purpose (frozen eval-mode detector, size buckets)
+    are noise."""
+    import warnings
+
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).handlers.clear()
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+    # our batch samplers return every index (extract() checks each row exactly once)
+    warnings.filterwarnings(
+        "ignore", message=r".*custom batch sampler.*(SizeBucketBatchSampler|StackedBatches|ShardedBatches).*"
+    )
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+
+
+def set_threads(threads: int) -> None:
+    """torch's CPU threads, set from the config: float results on the CPU depend on them. Exported
+    as OMP_NUM_THREADS too, so that ranks Lightning starts inherit them (it would pick its own)."""
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+    log.info("torch uses %d CPU thread(s) (`threads`: recorded in the run identity and the feature cache key)", threads)
+
+
+def run_task(cfg: DictConfig) -> dict[str, Any]:
+    from dear_exp import schema
+    from dear_exp.build import finish_wandb
+    from dear_exp.tasks import cache, census, compare, dear, evaluate, export, make_inpaint, predict, train_base
+
+    tasks = {
+        "dear": dear.run,
+        "evaluate": evaluate.run,
+        "train_base": train_base.run,
+        "compare": compare.run,
+        "predict": predict.run,
+        "census": census.run,
+        "make_inpaint": make_inpaint.run,
+        "export": export.run,
+        "cache": cache.run,
+    }
+    if cfg.task.name not in tasks:
+        raise DearError(f"task={cfg.task.name} is not one of {', '.join(tasks)}")
+    schema.validate(cfg)  # an impossible value stops the run in one line, before the config is printed
+    log.info("Config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
+    set_threads(cfg.threads)
+    try:
+        return tasks[cfg.task.name](cfg)
+    finally:
+        finish_wandb()
+
+
+def user_message(exc: BaseException) -> str | None:
+    """The one line for errors a user causes in the config; None for anything else (a bug)."""
+    from hydra.errors import InstantiationException
+    from omegaconf.errors import MissingMandatoryValue
+
+    if isinstance(exc, DearError):
+        return one_line(exc)
+    if isinstance(exc, MissingMandatoryValue):
+        key = getattr(exc, "full_key", "") or str(exc).split("full_key:")[-1].split()[0]
+        return f"{key} must be set (it is ??? in the config): add {key}=... to the command"
+    if isinstance(exc, InstantiationException):
+        cause = exc.__cause__ or exc
+        return f"cannot build {type(cause).__name__}: {one_line(cause)}; check the config group's values"
+    return None
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="main")
+def main(cfg: DictConfig) -> None:
+    quiet_libraries()
+    try:
+        run_task(cfg)
+    except Exception as exc:
+        message = user_message(exc)
+        if message is None:
+            raise
+        log.error(message)
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+    log.info("Output: %s", cfg.paths.output_dir)
+
+
+def entry() -> None:
+    os.environ.setdefault("WANDB_SILENT", "true")
+    # deterministic=true on CUDA needs a fixed cuBLAS workspace, or torch refuses the first matmul
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    register_resolvers()
+    main()
+
+
+if __name__ == "__main__":
+    entry()

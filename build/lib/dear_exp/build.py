@@ -1,0 +1,113 @@
+"""The objects a config describes, built from its `_target_`s: datamodules, trainer, loggers,
+callbacks, the feature store; and the embedded demo data a task may read."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from dear_exp.cache import FeatureCache
+from dear_exp.data.datamodules import BenchmarkDataModule, DiagnosticDataModule, TrainDataModule, resolve_workers
+from dear_exp.data.images import Preprocess
+from dear_exp.detectors.base import Detector
+from dear_exp.errors import DearError
+from dear_exp.features import FeatureStore
+
+log = logging.getLogger(__name__)
+
+
+def ensure_demo(cfg: DictConfig, roots: list[str]) -> None:
+    """Build (once, cached) the embedded demo data when one of the roots a task reads lies in it."""
+    demo_dir = Path(cfg.demo.dir).resolve()
+    if not any(Path(r).resolve().is_relative_to(demo_dir) for r in roots):
+        return
+    from dear_exp.data.demo import ensure_demo_data
+
+    built = ensure_demo_data(Path(cfg.paths.cache_dir) / "demo", scale=cfg.demo.scale, seed=cfg.demo.seed)
+    if Path(built).resolve() != Path(cfg.demo.dir).resolve():
+        raise DearError(
+            f"demo.dir={cfg.demo.dir} but the demo data was built at {built}; leave demo.dir at its default"
+        )
+
+
+def instantiate_group(group: DictConfig | None, what: str) -> list[Any]:
+    """Every entry of a group of `_target_`s (loggers, callbacks); null entries are switched off."""
+    objects = []
+    for conf in (group or {}).values():
+        if conf is not None and "_target_" in conf:
+            log.info("Instantiating %s <%s>", what, conf._target_)
+            objects.append(instantiate(conf))
+    return objects
+
+
+def make_trainer(trainer: DictConfig, callbacks: list[Any], loggers: list[Any], **overrides: Any) -> L.Trainer:
+    log.info("Instantiating trainer <%s>", trainer._target_)
+    return instantiate(trainer, callbacks=callbacks, logger=loggers or False, **overrides)
+
+
+def train_data(
+    cfg: DictConfig, preprocess: Preprocess, augment: DictConfig, batch_size: int | None = None
+) -> TrainDataModule:
+    """`train_data`, augmented by `augment` (the refit's, or base training's own)."""
+    extra = {} if batch_size is None else {"batch_size": batch_size}
+    factory = instantiate(cfg.train_data, _partial_=True)
+    return factory(augment=OmegaConf.to_container(augment, resolve=True), preprocess=preprocess, **extra)
+
+
+def diag_data(cfg: DictConfig, preprocess: Preprocess) -> DiagnosticDataModule:
+    """`diag_data`, the inpaint set, augmented as the refit's training images."""
+    factory = instantiate(cfg.diag_data, _partial_=True)
+    return factory(augment=OmegaConf.to_container(cfg.augment, resolve=True), preprocess=preprocess)
+
+
+def feature_store(cfg: DictConfig, trainer: L.Trainer, detector: Detector) -> FeatureStore:
+    return FeatureStore(
+        FeatureCache(cfg.cache.dir, cfg.cache.enabled), trainer, detector, resolve_workers(cfg.num_workers)
+    )
+
+
+def log_config(loggers: list[Any], cfg: DictConfig) -> None:
+    params = OmegaConf.to_container(cfg, resolve=True)
+    for lg in loggers:
+        lg.log_hyperparams(params)
+
+
+def finish_wandb() -> None:
+    """One W&B run per job: close it even when the job failed."""
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+
+
+def fit_callbacks(cfg: DictConfig, out_dir: Path, name: str) -> list[Any]:
+    """Fresh callbacks for one Adam refit; the best-head checkpoint of head `name` goes to
+    <callbacks.model_checkpoint.dirpath>/<name>/, so the fits of one run do not share a file."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    callbacks = instantiate_group(cfg.get("callbacks"), "callback")
+    for c in callbacks:
+        if isinstance(c, ModelCheckpoint):
+            c.dirpath = str(Path(c.dirpath or out_dir / "checkpoints") / name)
+    return callbacks
+
+
+def benchmark(cfg: DictConfig, preprocess: Preprocess) -> BenchmarkDataModule:
+    """`benchmark` (its layout instantiated and indexed) under every setting of `postprocess`."""
+    from dear_exp.data.benchmarks import load_index
+
+    return BenchmarkDataModule(
+        index=load_index(cfg.benchmark),
+        postprocess=OmegaConf.to_container(cfg.postprocess.settings, resolve=True),  # type: ignore[arg-type]
+        preprocess=preprocess,
+        batch_size=cfg.benchmark.batch_size,
+        num_workers=cfg.num_workers,
+        seed=cfg.seed,
+    )

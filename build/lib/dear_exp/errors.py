@@ -1,0 +1,20 @@
+"""User-facing errors: one line that says what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+
+class DearError(Exception):
+    """An input or configuration problem the user can fix; printed as one line, exit code 2."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The user-facing line of an error, also when a DataLoader worker re-raised it.
+
+    torch re-raises worker exceptions as the same type with the worker traceback folded into the
+    message; the original message is its last line.
+    """
+    text = str(exc).strip()
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        text = last.split(": ", 1)[1] if last.startswith(("dear_exp.", "DearError")) and ": " in last else last
+    return " ".join(text.split())

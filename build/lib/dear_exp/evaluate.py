@@ -1,0 +1,114 @@
+"""Evaluation (method.md step 5): the base detector and every refitted head scored from one backbone pass
+per image (the feature store's rows), under each post-processing setting and threshold policy."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dear_exp.data.datamodules import BenchmarkDataModule
+from dear_exp.data.datasets import EvalImages
+from dear_exp.data.folders import IMAGE_EXTENSIONS, Sample, list_images
+from dear_exp.data.images import Preprocess
+from dear_exp.data.postprocess import Chain
+from dear_exp.errors import DearError
+from dear_exp.features import FeatureStore, head_logits
+from dear_exp.metrics import best_threshold, evaluate_predictions
+
+log = logging.getLogger(__name__)
+
+
+def model_logits(rows: dict[str, torch.Tensor], heads: dict[str, torch.nn.Module]) -> dict[str, torch.Tensor]:
+    """The detector's own logit and each head's logit: all from one cached pass."""
+    out = {"base": rows["logit"], "label": rows["label"]}
+    for name, head in heads.items():
+        out[name] = head_logits(head, rows["pooled"])
+    return out
+
+
+def calibration_thresholds(
+    store: FeatureStore,
+    samples: list[Sample],
+    preprocess: Preprocess,
+    heads: dict[str, torch.nn.Module],
+    seed: int,
+    batch_size: int = 64,
+) -> dict[str, float]:
+    """Per model, the threshold that maximises balanced accuracy on validation images, scored the
+    way the test set is (native size, no post-processing): chosen before the test set is seen."""
+    dataset = EvalImages(samples, Chain("clean", [], seed), preprocess)
+    rows = store.rows("images", [("train_data val [clean, calibration]", dataset)], logits=True, batch_size=batch_size)
+    logits = model_logits(rows[0], heads)
+    labels = logits.pop("label")
+    if not (labels == 0).any() or not (labels == 1).any():
+        raise DearError(
+            "the calibrated threshold needs real and fake validation images; "
+            "drop `calibrated` from task.thresholds or give train_data.val both"
+        )
+    thresholds = {m: best_threshold(v[labels == 0], v[labels == 1]) for m, v in logits.items()}
+    log.info(
+        "Calibrated thresholds on %d validation images: %s",
+        len(samples),
+        ", ".join(f"{m} {t:.4g}" for m, t in thresholds.items()),
+    )
+    return thresholds
+
+
+def evaluate(
+    store: FeatureStore,
+    benchmark: BenchmarkDataModule,
+    heads: dict[str, torch.nn.Module],
+    policies: tuple[str, ...] = ("logit0",),
+    calibrated: dict[str, float] | None = None,
+    bootstrap: int = 0,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Every source under every post-processing setting from the cache (one backbone pass each,
+    shared by every head of a sweep), then the metrics per subset and policy."""
+    models = ("base", *heads)
+    log.info("Evaluating %s on %s under %s", "/".join(models), benchmark.name, ", ".join(benchmark.settings))
+    requests = [
+        (f"{benchmark.name}/{s.source} [{s.setting}]", ds) for s, ds in zip(benchmark.sources, benchmark.datasets)
+    ]
+    rows = store.rows("images", requests, logits=True, batch_size=benchmark.batch_size)  # type: ignore[arg-type]
+    outputs = [[model_logits(r, heads)] for r in rows]
+    return evaluate_predictions(
+        benchmark.sources,
+        outputs,
+        benchmark.subsets,
+        models,
+        groups=getattr(benchmark, "groups", None),
+        policies=policies,
+        calibrated=calibrated,
+        bootstrap=bootstrap,
+        seed=seed,
+    )
+
+
+def score_images(
+    store: FeatureStore,
+    samples: list[Sample],
+    preprocess: Preprocess,
+    heads: dict[str, torch.nn.Module],
+    describe: str,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """Logits of the base detector and each head for images as they are (no post-processing): the
+    extraction path evaluation uses, so task=predict scores an image exactly as task=evaluate does."""
+    dataset = EvalImages(samples, Chain("none", [], seed), preprocess)
+    rows = store.rows("images", [(describe, dataset)], logits=True, batch_size=batch_size)
+    return model_logits(rows[0], heads)
+
+
+def input_samples(path: Path) -> tuple[Path, list[Sample]]:
+    """The images to score, keyed by their path relative to the input folder, sorted."""
+    if path.is_file():
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise DearError(f"{path} is not an image ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+        return path.parent, [Sample(path, -1, path.name)]
+    files = list_images(path, "give an image or a folder of images as task.input")
+    return path, [Sample(p, -1, p.relative_to(path).as_posix()) for p in files]

@@ -1,0 +1,195 @@
+"""Refit (method.md step 4): a linear head on the pooled features of the frozen detector, for each
+channel mask of a run, all from the same rows with the same solver.
+
+`refit_heads` is the stage. `head.solver=newton` (newton.py) solves the convex objective to
+convergence on the cached rows (rows.py); `head.solver=adam` (adam.py) is the reference's optimiser,
+on the cached rows or online through the backbone (`head.mode=online`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import lightning as L
+import torch
+
+from dear_exp.cache import Tensors, tensors_fingerprint
+from dear_exp.detectors.base import Detector
+from dear_exp.errors import DearError
+from dear_exp.refit.adam import DEARModule, FeatureRefitDataModule, HeadModule, PlateauLRDrop, RefitDataModule, adam_fit
+from dear_exp.refit.head import MaskedLinearHead, load_head, save_head
+from dear_exp.refit.newton import NewtonFit, Solve, newton_fit
+from dear_exp.refit.rows import Views, view_rows
+from dear_exp.report import MODEL_NAMES
+
+if TYPE_CHECKING:
+    from dear_exp.features import FeatureStore
+
+__all__ = [
+    "DEARModule",
+    "FeatureRefitDataModule",
+    "HeadFit",
+    "HeadModule",
+    "MaskedLinearHead",
+    "NewtonFit",
+    "PlateauLRDrop",
+    "RefitDataModule",
+    "RefitSettings",
+    "Solve",
+    "Views",
+    "adam_fit",
+    "load_head",
+    "newton_fit",
+    "refit_heads",
+    "save_head",
+    "view_rows",
+]
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RefitSettings:
+    """The `head` config group (conf/head/*.yaml holds the values; dear_exp.schema checks them).
+
+    l2: strengths tried by newton, strongest first (the validation split picks one); tol and max_iter:
+    newton's convergence test and budget; lr, betas, weight_decay, max_epochs: adam's."""
+
+    solver: Literal["newton", "adam"]
+    mode: Literal["cached", "online"]
+    init: Literal["zeros", "detector"]
+    views: int = field(metadata={"min": 1, "example": 4})
+    inpaint_weight: float = field(metadata={"min": 0.0, "example": 1.0})
+    l2: list[float] = field(metadata={"gt": 0.0, "example": [0.01]})
+    tol: float = field(metadata={"gt": 0.0, "example": 1e-9})
+    max_iter: int = field(metadata={"min": 1, "example": 100})
+    lr: float = field(metadata={"gt": 0.0, "example": 1e-4})
+    betas: list[float] = field(metadata={"min": 0.0, "lt": 1.0, "len": 2, "example": [0.9, 0.999]})
+    weight_decay: float = field(metadata={"min": 0.0, "example": 0.0})
+    max_epochs: int = field(metadata={"min": 1, "example": 30})
+
+    def check(self) -> None:
+        """What no single value shows."""
+        if self.mode == "online" and self.solver != "adam":
+            raise DearError(
+                "head.mode=online trains through the backbone at every step, which needs head.solver=adam "
+                "(head=reference); head.solver=newton solves on the cached rows (head.mode=cached)"
+            )
+        if not self.l2:
+            raise DearError("head.l2=[] must list at least one L2 strength > 0 (e.g. head.l2=[0.01])")
+
+
+@dataclass
+class HeadFit:
+    """One refitted head of a run (`dear` or a control) and what shows how its fit went: for newton the
+    chosen solve and the whole L2 path, for adam the best validation balanced accuracy it kept."""
+
+    name: str
+    head: MaskedLinearHead
+    summary: dict[str, Any]
+    path: list[Solve]
+
+
+def _newton(
+    name: str,
+    mask: torch.Tensor,
+    rows: tuple[Tensors, Tensors, Tensors],
+    s: RefitSettings,
+    own: torch.nn.Linear | None,
+    device: torch.device,
+    store: FeatureStore | None,
+) -> HeadFit:
+    """A Newton solve, as a feature-cache entry when a store is given (rank 0 solves, the others receive
+    it; a sweep's controls are solved once): keyed by the rows' content, the mask and the settings."""
+    channels, kept = mask.numel(), int(mask.sum())
+    init = None
+    if own is not None:
+        init = MaskedLinearHead(channels)
+        init.linear.load_state_dict(own.state_dict())
+    l2 = [float(v) for v in s.l2]
+
+    def solve() -> Tensors:
+        return newton_fit(*rows, mask, s.inpaint_weight, l2, s.tol, s.max_iter, init, device).to_tensors()
+
+    if store is None:
+        tensors = solve()
+    else:
+        parts = {
+            "solver": "newton",
+            "rows": tensors_fingerprint(t for r in rows for t in (r["pooled"], r["label"])),
+            "mask": tensors_fingerprint([mask.float()]),
+            "l2": l2,
+            "inpaint_weight": float(s.inpaint_weight),
+            "tol": float(s.tol),
+            "max_iter": int(s.max_iter),
+            "init": tensors_fingerprint(init.state_dict().values()) if init is not None else None,
+            "on": device.type,
+        }
+        tensors = store.fit(parts, solve, f"{name} head, {kept} of {channels} channels")
+    fit = NewtonFit.from_tensors(tensors)
+    return HeadFit(name, fit.head, {"kept": kept, **fit.summary()}, fit.path)
+
+
+def refit_heads(
+    masks: dict[str, torch.Tensor],
+    settings: RefitSettings,
+    detector: Detector,
+    device: torch.device | str = "cpu",
+    rows: tuple[Tensors, Tensors, Tensors] | None = None,
+    store: FeatureStore | None = None,
+    online: RefitDataModule | None = None,
+    trainer_for: Callable[[str], L.Trainer] | None = None,
+    seed: int = 0,
+    batch_sizes: tuple[int, int] = (64, 16),
+) -> list[HeadFit]:
+    """One head per mask, in the masks' order, each refitted from the same data with the same solver.
+
+    rows: the cached (train, inpaint, val) rows (`view_rows`); online: the image data of
+    head.mode=online instead; trainer_for(name): a fresh Lightning trainer for each Adam fit;
+    batch_sizes: adam's (training, inpaint) batch sizes on the cached rows."""
+    s, device = settings, torch.device(device)
+    own = detector.linear_head() if s.init == "detector" else None
+    if s.init == "detector" and own is None:
+        raise DearError(
+            "head.init=detector needs a classifier on the pooled dissected layer; "
+            "this detector has layers after it: use head.init=zeros"
+        )
+    if (rows is None) == (online is None):
+        raise ValueError("give the cached rows or the online data, not both")
+    fits = []
+    for name, mask in masks.items():
+        log.info(
+            "Refitting head %s (%s, %d of %d channels) with %s",
+            name,
+            MODEL_NAMES.get(name, name),
+            int(mask.sum()),
+            mask.numel(),
+            s.solver,
+        )
+        if s.solver == "newton":
+            if rows is None:
+                raise DearError("head.solver=newton solves on the cached rows: set head.mode=cached")
+            fits.append(_newton(name, mask, rows, s, own, device, store))
+            continue
+        if trainer_for is None:
+            raise ValueError("head.solver=adam fits through Lightning: give trainer_for")
+        common = {
+            "lr": s.lr,
+            "betas": tuple(s.betas),
+            "weight_decay": s.weight_decay,
+            "init": s.init,
+            "inpaint_weight": s.inpaint_weight,
+        }
+        module: HeadModule
+        data: L.LightningDataModule
+        if rows is not None:
+            module = HeadModule(detector.feature_channels, own_head=own, **common)  # type: ignore[arg-type]
+            data = FeatureRefitDataModule(*rows, s.views, *batch_sizes, seed)
+        else:
+            assert online is not None
+            module, data = DEARModule(detector, **common), online  # type: ignore[arg-type]
+        module.head.set_mask(mask)
+        summary = adam_fit(module, data, trainer_for(name))
+        fits.append(HeadFit(name, module.head.cpu().eval(), {"kept": int(mask.sum()), **summary}, []))
+    return fits

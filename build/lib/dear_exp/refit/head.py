@@ -1,0 +1,68 @@
+"""The refitted head: `head(pool(m*F)) = linear(m * pool(F))`, and its file (head.safetensors)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from dear_exp.errors import DearError
+
+
+class MaskedLinearHead(nn.Module):
+    """head(pool(m*F)) = linear(m * pool(F)); the channel mask is a buffer, saved in checkpoints.
+
+    `dtype` float64 for a solved head (refit.newton_fit): its weights carry the folded
+    standardisation, whose float32 rounding would move logits by ~1e-5 of the sum |w_k x_k|."""
+
+    def __init__(self, channels: int, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.linear = nn.Linear(channels, 1, dtype=dtype)
+        self.mask: torch.Tensor
+        self.register_buffer("mask", torch.ones(channels, dtype=dtype))
+
+    def set_mask(self, mask: torch.Tensor) -> None:
+        if mask.shape != self.mask.shape:
+            raise ValueError(f"mask has shape {tuple(mask.shape)}, head expects {tuple(self.mask.shape)}")
+        self.mask.copy_(mask.to(self.mask))
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.linear(pooled.to(self.mask.dtype) * self.mask).squeeze(1)
+
+
+def balanced_accuracy() -> MulticlassAccuracy:
+    """Macro-averaged two-class accuracy = (R.Acc + F.Acc) / 2."""
+    return MulticlassAccuracy(num_classes=2, average="macro")
+
+
+def save_head(path: Path, head: MaskedLinearHead) -> None:
+    """weight [1, C], bias [1] and mask [C] in the head's own precision (a solved head is float64)."""
+    from dear_exp.report import save_tensors
+
+    save_tensors(path, {"weight": head.linear.weight, "bias": head.linear.bias, "mask": head.mask})
+
+
+def load_head(channels: int, path: Path) -> MaskedLinearHead:
+    """A `head.safetensors` written by task=dear (weight, bias, mask) for this detector's layer, in the
+    precision it was saved in (a solved head is float64)."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise DearError(f"DEAR head not found: {path}; give the head.safetensors of a task=dear run")
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:
+        raise DearError(f"cannot read DEAR head {path} ({exc}); give the head.safetensors of a task=dear run") from None
+    expected = {"weight": (1, channels), "bias": (1,), "mask": (channels,)}
+    got = {k: tuple(v.shape) for k, v in tensors.items()}
+    if got != expected:
+        raise DearError(
+            f"DEAR head {path} has {got}, this detector's layer needs {expected}; "
+            "use the head of a run with the same detector and layer"
+        )
+    head = MaskedLinearHead(channels, dtype=tensors["weight"].dtype)
+    head.linear.load_state_dict({"weight": tensors["weight"], "bias": tensors["bias"]})
+    head.set_mask(tensors["mask"])
+    return head

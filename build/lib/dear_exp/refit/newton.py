@@ -1,0 +1,277 @@
+"""The head refit (method.md step 4), `head.solver=newton`: solved to convergence on the cached pooled rows.
+
+Over the kept channels of a mask m, DEAR's refit objective is
+
+    L(w, b) = mean_i BCE(w . x_i + b, y_i)                   training views (K per image)
+            + inpaint_weight * mean_j BCE(w . x_j + b, y_j)  inpaint views (target: region survived)
+            + l2 / 2 * ||w * sd||^2                          L2 on the standardised weights
+
+the reference's per-batch loss BCE(main) + BCE(inpaint) taken over every cached row at once. It is
+convex (strictly, for l2 > 0), so it has one optimum and a solver either reaches it or says it did
+not. `newton_fit` finds it by Newton's method with a backtracking line search on features
+standardised on the training rows (mean 0, sd 1 per kept channel): a Hessian of at most a few
+thousand channels is cheap to factor, and on the demo Newton reaches a gradient below 1e-9 in 3-6
+iterations per L2 strength where first-order methods (L-BFGS, and the reference's Adam) need thousands. The
+standardisation is folded back into the weights, so the saved head is still `linear(m * pool(F))`.
+
+The L2 strength is chosen from `l2` (a grid, strongest first, each solve warm-started from the
+previous one) by the validation split's BCE, which is smooth where balanced accuracy at logit 0
+is a step function of a few hundred images.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from dear_exp.cache import Tensors
+from dear_exp.refit.head import MaskedLinearHead
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 16  # rows per block: float64 copies of the rows are made one block at a time
+
+
+@dataclass(frozen=True)
+class Solve:
+    """One solve of the objective at one L2 strength: what shows it converged, and how it validates."""
+
+    l2: float
+    iterations: int
+    objective: float
+    grad_max: float  # max |dL/dtheta| over the standardised weights and the bias, at the end
+    converged: bool
+    val_loss: float
+    val_bacc: float
+
+
+@dataclass(frozen=True)
+class Group:
+    """Rows of one loss term: features [N, C] (any float dtype), 0/1 targets [N], the term's weight."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    weight: float
+
+
+class Design:
+    """The standardised rows of every loss term with a bias column, [ (x - mu) / sd, 1 ], in float64
+    on `device`, CHUNK rows per block. Blocks are built once and kept when they fit in
+    `keep_bytes`, else rebuilt at each pass (rows far larger than memory still solve)."""
+
+    def __init__(
+        self,
+        groups: list[Group],
+        kept: torch.Tensor,
+        mu: torch.Tensor,
+        sd: torch.Tensor,
+        device: torch.device,
+        keep_bytes: int = 2 << 30,
+    ) -> None:
+        self.groups, self.kept, self.mu, self.sd, self.device = groups, kept, mu, sd, device
+        rows = sum(len(g.y) for g in groups)
+        self.kept_blocks = list(self._build()) if rows * (len(mu) + 1) * 8 <= keep_bytes else None
+
+    def _build(self):
+        for g in self.groups:
+            scale = g.weight / len(g.y)
+            for start in range(0, len(g.y), CHUNK):
+                x = g.x[start : start + CHUNK][:, self.kept.cpu()].to(self.device, torch.float64)
+                z = torch.cat([(x - self.mu) / self.sd, x.new_ones(len(x), 1)], dim=1)
+                yield scale, z, g.y[start : start + CHUNK].to(self.device, torch.float64)
+
+    def blocks(self):
+        return iter(self.kept_blocks) if self.kept_blocks is not None else self._build()
+
+
+def _objective(
+    design: Design, theta: torch.Tensor, l2: float, hessian: bool
+) -> tuple[float, torch.Tensor, torch.Tensor | None]:
+    """L, dL/dtheta and (optionally) the Hessian at theta = [v, c] (standardised weights, bias)."""
+    penalty = torch.ones_like(theta)
+    penalty[-1] = 0.0  # the bias is not penalised
+    loss = 0.5 * l2 * float((penalty * theta) @ theta)
+    grad = l2 * penalty * theta
+    hess = torch.diag(l2 * penalty) if hessian else None
+    for scale, z, y in design.blocks():
+        s = z @ theta
+        loss += scale * float((F.softplus(s) - y * s).sum())
+        p = torch.sigmoid(s)
+        grad += scale * (z.T @ (p - y))
+        if hess is not None:
+            zf = z.float()  # the Hessian only steers the step: float32 halves its cost, the gradient stays float64
+            hess += (zf.T @ (zf * (scale * p * (1 - p)).float().unsqueeze(1))).double()
+    return loss, grad, hess
+
+
+def newton_solve(
+    design: Design, l2: float, start: torch.Tensor, tol: float, max_iter: int
+) -> tuple[torch.Tensor, int, float, float]:
+    """Newton's method with an Armijo backtracking line search: (theta, iterations, L, max |grad|).
+    The Hessian is formed only where another step is needed (it costs rows x channels^2)."""
+    theta = start.clone()
+    loss, grad, _ = _objective(design, theta, l2, hessian=False)
+    iterations = 0
+    while float(grad.abs().max()) > tol and iterations < max_iter:
+        hess = _objective(design, theta, l2, hessian=True)[2]
+        assert hess is not None
+        try:
+            step = torch.linalg.solve(hess, grad)
+        except RuntimeError:  # singular: only when l2 is tiny and a channel is constant everywhere
+            step = torch.linalg.lstsq(hess, grad.unsqueeze(1)).solution.squeeze(1)
+        slope = float(grad @ step)
+        t = 1.0
+        while True:
+            candidate = theta - t * step
+            new_loss, new_grad, _ = _objective(design, candidate, l2, hessian=False)
+            if new_loss <= loss - 1e-4 * t * slope or t < 1e-10:
+                break
+            t *= 0.5
+        theta, loss, grad = candidate, new_loss, new_grad
+        iterations += 1
+    return theta, iterations, loss, float(grad.abs().max())
+
+
+def _val_metrics(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Validation BCE and balanced accuracy at logit 0 (a logit of exactly 0 is wrong for both)."""
+    loss = float(F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype)))
+    real, fake = y == 0, y == 1
+    bacc = 0.5 * (float((logits[real] < 0).double().mean()) + float((logits[fake] > 0).double().mean()))
+    return loss, bacc
+
+
+def fold(
+    theta: torch.Tensor, kept: torch.Tensor, mu: torch.Tensor, sd: torch.Tensor, channels: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights and bias in the original feature space: v . (x - mu) / sd + c = w . x + b, w = 0 off the mask."""
+    d = len(theta) - 1
+    scaled = theta[:d] / sd
+    weight = torch.zeros(channels, dtype=torch.float64, device=theta.device)
+    weight[kept] = scaled
+    bias = theta[d] - scaled @ mu
+    return weight.cpu(), bias.reshape(1).cpu()
+
+
+def solved_head(weight: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor) -> MaskedLinearHead:
+    """A float64 head holding a solved weight [1, C], bias [1] and mask [C]."""
+    head = MaskedLinearHead(mask.numel(), dtype=torch.float64)
+    with torch.no_grad():
+        head.linear.weight.copy_(weight)
+        head.linear.bias.copy_(bias)
+    head.set_mask(mask)
+    return head
+
+
+@dataclass
+class NewtonFit:
+    """A converged refit: the head to save, the chosen solve, the whole L2 path, and the solution in the
+    standardised space (`theta` over the kept channels, `mu`, `sd`) that the head folds."""
+
+    head: MaskedLinearHead
+    chosen: Solve
+    path: list[Solve]
+    theta: torch.Tensor
+    mu: torch.Tensor
+    sd: torch.Tensor
+
+    def summary(self) -> dict[str, Any]:
+        return {"solver": "newton", **asdict(self.chosen)}
+
+    def to_tensors(self) -> Tensors:
+        """The fit as a feature-cache entry (kind `heads`): a sweep's controls are solved once."""
+        path = torch.tensor(
+            [
+                [s.l2, s.iterations, s.objective, s.grad_max, float(s.converged), s.val_loss, s.val_bacc]
+                for s in self.path
+            ],
+            dtype=torch.float64,
+        )
+        return {
+            "weight": self.head.linear.weight.detach(),
+            "bias": self.head.linear.bias.detach(),
+            "mask": self.head.mask,
+            "theta": self.theta,
+            "mu": self.mu,
+            "sd": self.sd,
+            "path": path,
+            "chosen": torch.tensor(self.path.index(self.chosen)),
+        }
+
+    @classmethod
+    def from_tensors(cls, t: Tensors) -> NewtonFit:
+        head = solved_head(t["weight"], t["bias"], t["mask"])
+        path = [Solve(r[0], int(r[1]), r[2], r[3], bool(r[4]), r[5], r[6]) for r in t["path"].tolist()]
+        return cls(head, path[int(t["chosen"])], path, t["theta"], t["mu"], t["sd"])
+
+    def logits(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The solver's own float64 logits for pooled rows: what the saved head reproduces."""
+        kept = self.head.mask.bool()
+        d = int(kept.sum())
+        theta, mu, sd = self.theta.cpu(), self.mu.cpu(), self.sd.cpu()
+        return ((pooled[:, kept].double() - mu) / sd) @ theta[:d] + theta[d]
+
+
+def newton_fit(
+    train: Tensors,
+    inpaint: Tensors,
+    val: Tensors,
+    mask: torch.Tensor,
+    inpaint_weight: float,
+    l2: list[float],
+    tol: float = 1e-9,
+    max_iter: int = 100,
+    init: MaskedLinearHead | None = None,
+    device: torch.device | str = "cpu",
+) -> NewtonFit:
+    """The optimum of the refit objective for `mask`, at the L2 strength of `l2` that gives the lowest
+    validation BCE (ties: the stronger). `init` is only the starting point (the optimum is unique)."""
+    device = torch.device(device)
+    kept = mask.bool().to(device)
+    channels = mask.numel()
+    x = train["pooled"][:, kept.cpu()].double()
+    mu = x.mean(0).to(device)
+    sd = x.std(0, unbiased=False).to(device)
+    sd = torch.where(sd > 1e-12, sd, torch.ones_like(sd))  # a channel constant on the training rows: centred only
+    del x
+    groups = [Group(train["pooled"], train["label"], 1.0)]
+    if inpaint_weight > 0:
+        groups.append(Group(inpaint["pooled"], inpaint["label"], float(inpaint_weight)))
+    design = Design(groups, kept, mu, sd, device)
+    val_design = Design([Group(val["pooled"], val["label"], 1.0)], kept, mu, sd, device)
+    d = int(kept.sum())
+    theta = torch.zeros(d + 1, dtype=torch.float64, device=device)
+    if init is not None:  # the same affine map, read in the standardised space
+        w = init.linear.weight.detach().reshape(-1).to(device, torch.float64)[kept]
+        theta = torch.cat([w * sd, (init.linear.bias.detach().to(device, torch.float64) + w @ mu).reshape(1)])
+    path: list[tuple[Solve, torch.Tensor]] = []
+    for strength in sorted(l2, reverse=True):
+        theta, iterations, loss, grad_max = newton_solve(design, float(strength), theta, tol, max_iter)
+        logits = torch.cat([z @ theta for _, z, _ in val_design.blocks()])
+        val_loss, val_bacc = _val_metrics(logits.cpu(), val["label"].double())
+        solve = Solve(float(strength), iterations, loss, grad_max, grad_max <= tol, val_loss, val_bacc)
+        if not solve.converged:
+            log.warning(
+                "The head refit did not converge at l2=%g: %d Newton iterations, objective %.6g, max |gradient| "
+                "%.3g > head.tol=%g; raise head.max_iter or the smallest head.l2",
+                strength,
+                iterations,
+                loss,
+                grad_max,
+                tol,
+            )
+        path.append((solve, theta.clone()))
+    best = min(range(len(path)), key=lambda i: (path[i][0].val_loss, -path[i][0].l2))
+    chosen, theta = path[best]
+    if len(path) > 1 and chosen.l2 in (min(l2), max(l2)):
+        log.info(
+            "The validation split chose l2=%g, an end of head.l2=%s: a wider grid may validate better",
+            chosen.l2,
+            sorted(l2, reverse=True),
+        )
+    weight, bias = fold(theta, kept, mu, sd, channels)
+    head = solved_head(weight.unsqueeze(0), bias, mask)
+    return NewtonFit(head, chosen, [s for s, _ in sorted(path, key=lambda p: p[0].l2)], theta.cpu(), mu.cpu(), sd.cpu())

@@ -1,0 +1,485 @@
+"""What a run leaves behind: results.csv, results.md, the RAD plot, scores, mask and head."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from omegaconf import DictConfig
+
+from dear_exp.files import write_atomic  # noqa: F401  (the report's writes; re-exported)
+from dear_exp.metrics import METRICS
+
+if TYPE_CHECKING:
+    from dear_exp.detectors.base import Detector
+    from dear_exp.refit import HeadFit
+
+# the detector as released, and the refitted heads of a task=dear run: the controls `refit` (no channel
+# pruned) and `random` (as many channels pruned at random as DEAR prunes), and DEAR itself
+MODEL_NAMES = {"base": "Base", "refit": "Refit", "random": "Random", "dear": "DEAR"}
+COLOURS = {"base": "#4C72B0", "refit": "#55A868", "random": "#8C8C8C", "dear": "#C44E52"}
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save
+
+    write_atomic(path, save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}))
+
+
+def save_dissection(out_dir: Path, scores: torch.Tensor | None, mask: torch.Tensor) -> None:
+    """`rad_scores.csv` (channel, rad, kept) and `dissection.safetensors` (rad, mask)."""
+    tensors = {"mask": mask.float()}
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["channel", "rad", "kept"])
+    for k in range(mask.numel()):
+        writer.writerow([k, "" if scores is None else f"{float(scores[k]):.8g}", int(mask[k])])
+    if scores is not None:
+        tensors["rad"] = scores.float()
+    write_atomic(out_dir / "rad_scores.csv", buf.getvalue())
+    save_tensors(out_dir / "dissection.safetensors", tensors)
+
+
+def plot_rad(path: Path, scores: torch.Tensor, mask: torch.Tensor, title: str) -> None:
+    """Histogram of RAD scores with the pruned bands shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = scores.float().numpy()
+    kept = mask.bool().numpy()
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=120)
+    ax.hist(s, bins=60, color="#4C72B0", alpha=0.85, label=f"channels ({kept.sum()} kept of {len(s)})")
+    lo, hi = s.min(), s.max()
+    if kept.any() and (~kept).any():
+        keep_lo, keep_hi = s[kept].min(), s[kept].max()
+        if (s < keep_lo).any():
+            ax.axvspan(lo, keep_lo, color="#C44E52", alpha=0.2, label="pruned")
+        if (s > keep_hi).any():
+            ax.axvspan(keep_hi, hi, color="#C44E52", alpha=0.2, label=None if (s < keep_lo).any() else "pruned")
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_xlabel("RAD = mean(F_k inside inpainted region) - mean(F_k in background)")
+    ax.set_ylabel("channels")
+    ax.set_title(title)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    write_atomic(path, buf.getvalue())
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], extra: dict[str, Any]) -> None:
+    """One flat row per (model x subset x post-processing), with the keys identifying the run."""
+    if not rows:
+        return
+    fields = list(extra) + list(rows[0])
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**extra, **{k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()}})
+    write_atomic(path, buf.getvalue())
+
+
+def _policies(rows: list[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(r.get("threshold_policy", "logit0") for r in rows))
+
+
+def table_cells(rows: list[dict[str, Any]], policy: str = "logit0") -> dict[str, tuple[list[str], list[list[str]]]]:
+    """Per post-processing setting: a header and one line per subset and model, the models of a
+    subset one under the other."""
+    rows = [r for r in rows if r.get("threshold_policy", "logit0") == policy]
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    index = {(r["model"], r["postprocess"], r["subset"]): r for r in rows}
+    tables = {}
+    for setting in dict.fromkeys(r["postprocess"] for r in rows):
+        lines = []
+        for subset in dict.fromkeys(r["subset"] for r in rows if r["postprocess"] == setting):
+            lines += [
+                [subset, MODEL_NAMES.get(m, m)] + [f"{index[(m, setting, subset)][k]:.1f}" for k in METRICS]
+                for m in models
+                if (m, setting, subset) in index
+            ]
+        tables[setting] = (["subset", "model", *METRICS], lines)
+    return tables
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    out = []
+    for policy in _policies(rows):
+        note = " (oracle: chosen on the test subset itself, an upper bound)" if policy == "oracle" else ""
+        for setting, (head, lines) in table_cells(rows, policy).items():
+            out += [
+                f"### {setting}, threshold {policy}{note}\n",
+                "| " + " | ".join(head) + " |",
+                "|" + "---|" * len(head),
+            ]
+            out += [
+                "| " + " | ".join([f"**{c}**" if line[0].startswith("mean") else c for c in line]) + " |"
+                for line in lines
+            ]
+            out.append("")
+    return "\n".join(out)
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """The logit-0 tables in full; the other threshold policies as a summary of the means."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=max(120, Console().width))
+    for setting, (head, lines) in table_cells(rows, "logit0").items():
+        table = Table(title=f"post-processing: {setting} (threshold: logit 0)")
+        for i, name in enumerate(head):
+            table.add_column(name, justify="left" if i < 2 else "right")
+        for i, line in enumerate(lines):  # a rule under each subset's models
+            table.add_row(
+                *line,
+                style="bold" if line[0].startswith("mean") else None,
+                end_section=i + 1 == len(lines) or lines[i + 1][0] != line[0],
+            )
+        console.print(table)
+    others = [p for p in _policies(rows) if p != "logit0"]
+    if others:
+        table = Table(
+            title="means under the other threshold policies (oracle = chosen on the test set: an upper bound)"
+        )
+        for name in ("model", "policy", "post-processing", "subset", *METRICS):
+            table.add_column(
+                name, justify="left" if name in ("model", "policy", "post-processing", "subset") else "right"
+            )
+        for r in rows:
+            if r.get("threshold_policy") in others and str(r["subset"]).startswith("mean"):
+                table.add_row(
+                    MODEL_NAMES.get(r["model"], r["model"]),
+                    r["threshold_policy"],
+                    r["postprocess"],
+                    r["subset"],
+                    *(f"{r[k]:.1f}" for k in METRICS),
+                )
+        console.print(table)
+
+
+def _figure(path: Path, fig: Any) -> None:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    write_atomic(path, buf.getvalue())
+
+
+def plot_racc_facc(path: Path, rows: list[dict[str, Any]], title: str) -> None:
+    """R.Acc against F.Acc per generator at logit 0: one colour per model, one marker per
+    post-processing setting, an arrow from the base detector to the run's own model (the last one)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [
+        r for r in rows if r.get("threshold_policy", "logit0") == "logit0" and not str(r["subset"]).startswith("mean")
+    ]
+    settings = list(dict.fromkeys(r["postprocess"] for r in rows))
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    markers = "os^Dvx+*<>ph"
+    target = models[-1]
+    fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=120)
+    ax.plot([0, 100], [100, 0], color="0.8", lw=0.8, ls="--")
+    index = {(r["model"], r["postprocess"], r["subset"]): r for r in rows}
+    for si, setting in enumerate(settings):
+        for model in models:
+            pts = [r for r in rows if r["model"] == model and r["postprocess"] == setting]
+            ax.scatter(
+                [r["R.Acc"] for r in pts],
+                [r["F.Acc"] for r in pts],
+                marker=markers[si % len(markers)],
+                color=COLOURS.get(model, "0.3"),
+                label=f"{MODEL_NAMES.get(model, model)}, {setting}",
+                s=36,
+            )
+            if model == "base" and target != "base":
+                for r in pts:
+                    d = index.get((target, setting, r["subset"]))
+                    if d:
+                        ax.annotate(
+                            "",
+                            xy=(d["R.Acc"], d["F.Acc"]),
+                            xytext=(r["R.Acc"], r["F.Acc"]),
+                            arrowprops={"arrowstyle": "->", "color": "0.55", "lw": 0.7},
+                        )
+    for r in rows:
+        if r["model"] == models[0] and r["postprocess"] == settings[0]:
+            ax.annotate(r["subset"], (r["R.Acc"], r["F.Acc"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlim(-2, 102)
+    ax.set_ylim(-2, 102)
+    ax.set_xlabel("R.Acc (%): reals called real")
+    ax.set_ylabel("F.Acc (%): fakes called fake")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower left")
+    _figure(path, fig)
+
+
+def plot_severity(path: Path, rows: list[dict[str, Any]], title: str) -> None:
+    """Mean AUC, R.Acc and F.Acc per model across the post-processing settings, in config order."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    means = [r for r in rows if r.get("threshold_policy", "logit0") == "logit0" and str(r["subset"]).startswith("mean")]
+    groups = list(dict.fromkeys(r["subset"] for r in means))
+    settings = list(dict.fromkeys(r["postprocess"] for r in means))
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), dpi=120, sharey=True)
+    for ax, metric in zip(axes, ("AUC", "R.Acc", "F.Acc")):
+        for model in dict.fromkeys(r["model"] for r in means):
+            for group in groups:
+                pts = {r["postprocess"]: r[metric] for r in means if r["model"] == model and r["subset"] == group}
+                label = MODEL_NAMES.get(model, model) + ("" if len(groups) == 1 else f" {group}")
+                ax.plot(
+                    range(len(settings)),
+                    [pts.get(s, float("nan")) for s in settings],
+                    marker="o",
+                    label=label,
+                    color=COLOURS.get(model) if len(groups) == 1 else None,
+                )
+        ax.set_xticks(range(len(settings)), settings, rotation=45, ha="right", fontsize=7)
+        ax.set_title(metric)
+        ax.set_ylim(-2, 102)
+    axes[0].set_ylabel("%")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    _figure(path, fig)
+
+
+def compare_rows(
+    tables: list[tuple[str, list[dict[str, Any]]]],
+) -> tuple[list[str], list[list[str]], set[tuple[int, int]]]:
+    """One table from several runs' results.csv: a line per (run, model, threshold policy, setting,
+    mean row) with the mean metrics, and the best cells: per metric among the lines that share a
+    policy, setting and subset (highest, except Gap: closest to 0). Rows aggregated over seeds carry
+    `<metric>_sd`: their cells read `mean ± sd` and the best is chosen on the means, rounded as shown."""
+    head = ["run", "model", "policy", "post-processing", "subset", *METRICS]
+    lines: list[list[str]] = []
+    values: list[list[float]] = []
+    for label, rows in tables:
+        for r in rows:
+            if str(r["subset"]).startswith("mean"):
+                means = [round(float(r[k]), 1) for k in METRICS]
+                cells = [
+                    f"{m:.1f}" + (f" ± {float(r[k + '_sd']):.1f}" if k + "_sd" in r else "")
+                    for m, k in zip(means, METRICS)
+                ]
+                lines.append(
+                    [
+                        label,
+                        MODEL_NAMES.get(r["model"], r["model"]),
+                        r.get("threshold_policy", "logit0"),
+                        r["postprocess"],
+                        r["subset"],
+                        *cells,
+                    ]
+                )
+                values.append(means)
+    best: set[tuple[int, int]] = set()
+    comparable: dict[tuple[str, ...], list[int]] = {}
+    for i, line in enumerate(lines):
+        comparable.setdefault(tuple(line[2:5]), []).append(i)
+    for members in comparable.values():
+        for j, metric in enumerate(METRICS):
+            keys = {i: abs(values[i][j]) if metric == "Gap" else -values[i][j] for i in members}
+            top = min(keys.values())
+            best |= {(i, j + 5) for i, k in keys.items() if k == top}
+    return head, lines, best
+
+
+def run_identity(cfg: DictConfig, task: str) -> dict[str, Any]:
+    """The config keys that tell one run's rows from another's in a combined results table. Alpha
+    levels only where the prune mode reads them, the solver only where a head was refitted."""
+    net = cfg.detector.net
+    refits = task == "dear"
+    levels = refits and cfg.prune.mode not in ("none", "released")
+    return {
+        "task": task,
+        "detector": cfg.detector.name,
+        "layer": net.get("feature_layer", net.get("block", "")),
+        "benchmark": cfg.benchmark.name,
+        "prune_mode": cfg.prune.mode if refits else "",
+        "alpha_low": cfg.prune.alpha_low if levels else "",
+        "alpha_high": cfg.prune.alpha_high if levels else "",
+        "solver": f"{cfg.head.solver}-{cfg.head.mode}" if refits else "",
+        "seed": cfg.seed,
+        "threads": cfg.threads,
+    }
+
+
+def write_report(
+    cfg: DictConfig, task: str, out_dir: Path, rows: list[dict[str, Any]], loggers: list[Any]
+) -> dict[str, float]:
+    """results.csv, results.md, the console table, the plots, and the same to every logger."""
+    write_csv(out_dir / "results.csv", rows, run_identity(cfg, task))
+    write_atomic(out_dir / "results.md", markdown_table(rows))
+    print_table(rows)
+    title = f"{cfg.detector.name} on {cfg.benchmark.name}"
+    plots = {"racc_facc": out_dir / "racc_facc.png", "severity": out_dir / "severity.png"}
+    plot_racc_facc(plots["racc_facc"], rows, title)
+    plot_severity(plots["severity"], rows, title)
+    for lg in loggers:
+        if hasattr(lg, "log_table"):
+            columns = list(dict.fromkeys(c for r in rows for c in r))
+            lg.log_table(key="results", columns=columns, data=[[r.get(c) for c in columns] for r in rows])
+        if hasattr(lg, "log_image"):
+            for key, path in plots.items():
+                lg.log_image(key=key, images=[str(path)])
+        lg.log_metrics(
+            {
+                f"test/{r['model']}/{r.get('threshold_policy', 'logit0')}/{r['postprocess']}/{r['subset']}/{k}": r[k]
+                for r in rows
+                for k in METRICS
+            }
+        )
+    return {
+        f"{r['model']}/{r['postprocess']}/{r['subset']}/{k}": r[k]
+        for r in rows
+        if str(r["subset"]).startswith("mean") and r.get("threshold_policy", "logit0") == "logit0"
+        for k in METRICS
+    }
+
+
+REFIT_COLUMNS = (
+    "model",
+    "solver",
+    "kept",
+    "chosen",
+    "l2",
+    "iterations",
+    "objective",
+    "grad_max",
+    "converged",
+    "val_loss",
+    "val_bacc",
+    "epochs",
+    "val_bacc_last",
+)
+
+
+def refit_lines(fits: list[HeadFit]) -> list[dict[str, Any]]:
+    """refit.csv: per head, every L2 strength the Newton solve tried (the kept one marked) or the Adam fit's
+    summary: what shows that each fit converged and how it validated."""
+    lines = []
+    for fit in fits:
+        solves = [{**asdict(s), "chosen": s.l2 == fit.summary["l2"]} for s in fit.path] or [{"chosen": True}]
+        for solve in solves:
+            lines.append({"model": fit.name, **fit.summary, **solve})
+    return lines
+
+
+def print_refit(fits: list[HeadFit]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    adam = any(f.summary["solver"] == "adam" for f in fits)
+    table = Table(
+        title="head refit (val: train_data's validation split"
+        + ("; adam: the kept epoch's val/bacc)" if adam else "; l2: the one kept)")
+    )
+    for name in (
+        "model",
+        "solver",
+        "kept",
+        "l2",
+        "iterations",
+        "objective",
+        "max |grad|",
+        "converged",
+        "val BCE",
+        "val bacc",
+    ):
+        table.add_column(name, justify="left" if name in ("model", "solver") else "right")
+    for fit in fits:
+        s = fit.summary
+
+        def num(key: str, fmt: str, s: dict[str, Any] = s) -> str:
+            value = s.get(key)
+            return "" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
+
+        table.add_row(
+            MODEL_NAMES.get(fit.name, fit.name),
+            s["solver"],
+            str(s["kept"]),
+            num("l2", "g"),
+            num("iterations", "d") or num("epochs", "d") + " ep",
+            num("objective", ".6g"),
+            num("grad_max", ".2g"),
+            str(s.get("converged", "")),
+            num("val_loss", ".4f"),
+            num("val_bacc", ".3f"),
+        )
+    Console(width=max(120, Console().width)).print(table)
+
+
+def log_summary(loggers: list[Any], metrics: dict[str, float]) -> None:
+    """Final figures of a run: logged, and W&B's run summary set to them (it would otherwise keep the
+    last value logged under a key, e.g. the last epoch's val/bacc instead of the kept epoch's)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for lg in loggers:
+        lg.log_metrics(metrics)
+        if isinstance(lg, WandbLogger):
+            lg.experiment.summary.update(metrics)
+
+
+def save_refit(
+    cfg: DictConfig,
+    out_dir: Path,
+    fits: list[HeadFit],
+    scores: torch.Tensor | None,
+    detector: Detector,
+    loggers: list[Any],
+) -> list[str]:
+    """The run's own head (head.safetensors), each control's (head_<name>.safetensors), refit.csv, the
+    dissection and its plot; the fit summaries to every logger. Returns the names written."""
+    written = []
+    for i, fit in enumerate(fits):
+        name = "head.safetensors" if i == len(fits) - 1 else f"head_{fit.name}.safetensors"
+        save_tensors(
+            out_dir / name, {"weight": fit.head.linear.weight, "bias": fit.head.linear.bias, "mask": fit.head.mask}
+        )  # the format refit.load_head reads
+        written.append(name)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=REFIT_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(refit_lines(fits))
+    write_atomic(out_dir / "refit.csv", buf.getvalue())
+    print_refit(fits)
+    log_summary(
+        loggers,
+        {f"refit/{f.name}/{k}": float(v) for f in fits for k, v in f.summary.items() if isinstance(v, (int, float))},
+    )
+    if fits[-1].summary["solver"] == "adam":  # W&B's summary is the last epoch's unless told: the kept epoch's
+        log_summary(loggers, {"val/bacc": fits[-1].summary["val_bacc"]})
+    own = fits[-1].head.mask
+    save_dissection(out_dir, scores, own)
+    written += ["refit.csv", "rad_scores.csv", "dissection.safetensors"]
+    if scores is not None:
+        plot = out_dir / "rad_hist.png"
+        plot_rad(
+            plot,
+            scores,
+            own,
+            f"{cfg.detector.name} {detector.feature_layer}: RAD, "
+            f"{cfg.prune.mode} {cfg.prune.alpha_low}/{cfg.prune.alpha_high}",
+        )
+        for lg in loggers:
+            if hasattr(lg, "log_image"):
+                lg.log_image(key="rad_hist", images=[str(plot)])
+        written.append("rad_hist.png")
+    return written

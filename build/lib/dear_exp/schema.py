@@ -1,0 +1,276 @@
+"""The one schema of the config: every value a user sets is checked here, once, before any work.
+
+Two sources, read by one checker:
+- typed settings: the dataclasses of the stages (`refit.RefitSettings` for `head`, `prune.PruneSettings`
+  for `prune`) and the constructors that `_target_` groups name (datamodules, detectors, callbacks):
+  a key's type and its allowed values (a `Literal`) come from the annotation, its range from the
+  field's metadata (`min`, `max`, `gt`, `lt`, `len`);
+- `RULES`: the counts, sizes, rates, seeds and qualities wherever they appear in the tree, by key name.
+A failure is one line: the key, the value, what is allowed, an example. The values themselves live in
+conf/*.yaml only (the printed config is the whole truth); nothing here has a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from typing import Any, Literal
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from dear_exp.errors import DearError
+from dear_exp.metrics import POLICIES
+
+# by the last part of a key, wherever it is: (type, lower bound, lower inclusive, upper bound, example)
+Rule = tuple[type, float | None, bool, float | None, str]
+_COUNT: Rule = (int, 1, True, None, "4")
+RULES: dict[str, Rule] = {
+    "batch_size": (int, 1, True, None, "32"),
+    "dissect_max_batches": _COUNT,
+    "views": _COUNT,
+    "max_iter": _COUNT,
+    "max_epochs": _COUNT,
+    "min_epochs": (int, 0, True, None, "1"),
+    "bootstrap": (int, 0, True, None, "1000"),
+    "seed": (int, 0, True, None, "0"),
+    "threads": (int, 1, True, None, "2"),
+    "crop": (int, 1, True, None, "224"),
+    "resized_crop": (int, 1, True, None, "256"),
+    "center_crop": (int, 1, True, None, "224"),
+    "resize_short": (int, 1, True, None, "256"),
+    "cutout_size": (int, 0, True, None, "48"),
+    "size": (int, 1, True, None, "512"),
+    "quality": (int, 1, True, 100, "75"),
+    "lr": (float, 0, False, None, "1e-4"),
+    "min_lr": (float, 0, False, None, "1e-6"),
+    "tol": (float, 0, False, None, "1e-9"),
+    "weight_decay": (float, 0, True, None, "0.0"),
+    "inpaint_weight": (float, 0, True, None, "1.0"),
+    "factor": (float, 0, False, 1, "0.1"),
+    "patience": (int, 1, True, None, "5"),
+    "min_delta": (float, 0, True, None, "0.001"),
+    "strength": (float, 0, False, 1, "0.9"),
+    "guidance_scale": (float, 0, True, None, "7.5"),
+    "num_inference_steps": (int, 1, True, None, "30"),
+}
+# enumerations outside the typed settings: key path -> allowed values
+ENUMS: dict[str, tuple[str, ...]] = {
+    "demo.scale": ("tiny", "demo", "bench"),
+    "augment.name": ("reference", "crop_flip", "center_crop", "none"),
+    "base_train.augment.name": ("reference", "crop_flip", "center_crop", "none"),
+    "diag_data.rad_weight": ("mask", "alpha"),
+}
+# groups read through typed settings (the rest: RULES, ENUMS and the `_target_` constructors)
+SETTINGS = {"head": "dear_exp.refit.RefitSettings", "prune": "dear_exp.prune.PruneSettings"}
+
+
+def fail(key: str, value: Any, allowed: str, example: str) -> DearError:
+    return DearError(f"{key}={value!r} {allowed} (e.g. {key}={example})")
+
+
+def _is(value: Any, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def check_range(
+    key: str, value: Any, kind: type, low: float | None, low_inclusive: bool, high: float | None, example: str
+) -> None:
+    what = "a whole number" if kind is int else "a number"
+    bounds = []
+    if low is not None:
+        bounds.append(f"{'>=' if low_inclusive else '>'} {low:g}")
+    if high is not None:
+        bounds.append(f"<= {high:g}")
+    allowed = f"must be {what}" + (f" {' and '.join(bounds)}" if bounds else "")
+    if not _is(value, kind):
+        raise fail(key, value, allowed, example)
+    if low is not None and (value < low or (value == low and not low_inclusive)):
+        raise fail(key, value, allowed, example)
+    if high is not None and value > high:
+        raise fail(key, value, allowed, example)
+
+
+def check_value(key: str, value: Any, annotation: Any, meta: Mapping[str, Any] | None = None) -> None:
+    """`value` against a type annotation (Literal, int, float, bool, str, list[...], X | None) and the
+    field metadata's bounds."""
+    meta = meta or {}
+    example = str(meta.get("example", ""))
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        if value is None and type(None) in args:
+            return
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                check_value(key, value, option, meta)
+                return
+            except DearError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if origin is Literal:
+        if value not in args:
+            raise fail(key, value, f"must be one of {', '.join(map(str, args))}", str(args[0]))
+        return
+    if origin in (list, tuple) or annotation in (list, tuple):
+        if not isinstance(value, (list, tuple, ListConfig)):
+            raise fail(key, value, "must be a list", example or "[...]")
+        if "len" in meta and len(value) != meta["len"]:
+            raise fail(key, list(value), f"must list {meta['len']} values", example)
+        inner = args[0] if args else Any
+        for v in value:
+            check_value(key, v, inner, {k: m for k, m in meta.items() if k != "len"} | {"example": example})
+        return
+    if annotation in (int, float):
+        low, inclusive = (meta["gt"], False) if "gt" in meta else (meta.get("min"), True)
+        check_range(key, value, annotation, low, inclusive, meta.get("max", meta.get("lt")), example)
+        if "lt" in meta and value >= meta["lt"]:
+            raise fail(key, value, f"must be < {meta['lt']:g}", example)
+        return
+    if annotation is bool and not isinstance(value, bool):
+        raise fail(key, value, "must be true or false", "true")
+    if annotation is str and not isinstance(value, str):
+        raise fail(key, value, "must be a string", example or "...")
+
+
+def check_settings(cls: type, values: Mapping[str, Any], prefix: str) -> None:
+    """Every field of a settings dataclass: present, typed, in range; no key it does not know."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields) - {"_target_"})
+    if unknown:
+        raise DearError(f"{prefix}.{unknown[0]} is not a setting of {prefix} (its settings: {', '.join(fields)})")
+    for name, f in fields.items():
+        if name not in values:
+            raise DearError(f"{prefix}.{name} must be set (add {prefix}.{name}=... or use a {prefix} preset)")
+        check_value(f"{prefix}.{name}", values[name], hints[name], f.metadata)
+
+
+def settings(cls: type, group: DictConfig, prefix: str) -> Any:
+    """A typed settings object from its config group, checked."""
+    values = {str(k): v for k, v in dict(OmegaConf.to_container(group, resolve=True)).items()}  # type: ignore[arg-type]
+    values.pop("_target_", None)
+    check_settings(cls, values, prefix)
+    obj = cls(**values)
+    if hasattr(obj, "check"):
+        obj.check()
+    return obj
+
+
+def _leaves(node: Any, prefix: str) -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _leaves(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(node, list):
+        for v in node:
+            yield from _leaves(v, prefix)
+    else:
+        yield prefix, node
+
+
+def _check_target(key: str, node: dict[str, Any]) -> None:
+    """A `_target_` group's keys against its constructor's parameters and their annotations."""
+    from hydra.utils import get_object
+
+    try:
+        target = get_object(node["_target_"])
+    except Exception:
+        raise DearError(
+            f"{key}._target_={node['_target_']!r} cannot be imported; check the module and class name"
+        ) from None
+    init = target.__init__ if inspect.isclass(target) else target
+    try:
+        params = inspect.signature(init).parameters
+        hints = typing.get_type_hints(init)
+    except (TypeError, ValueError, NameError):
+        return  # a C extension or an unresolvable annotation: the constructor itself checks
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    for name, value in node.items():
+        if name.startswith("_"):
+            continue
+        if name not in params:
+            raise DearError(
+                f"{key}.{name} is not a parameter of {node['_target_']} "
+                f"(its parameters: {', '.join(p for p in params if p != 'self')})"
+            )
+        if name in hints and not isinstance(value, dict) and name not in RULES and not _is_missing(value):
+            check_value(f"{key}.{name}", value, hints[name])
+
+
+def _is_missing(value: Any) -> bool:
+    return isinstance(value, str) and value == "???"
+
+
+def validate(cfg: DictConfig) -> None:
+    """The whole config, before any work: every typed group, every `_target_`, every counted value."""
+    from hydra.utils import get_class
+
+    tree: dict[str, Any] = {}
+    for k in cfg:
+        try:
+            tree[str(k)] = OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+        except Exception:  # an interpolation only a running Hydra job resolves (hydra:runtime.output_dir)
+            tree[str(k)] = OmegaConf.to_container(cfg[k], resolve=False) if OmegaConf.is_config(cfg[k]) else None
+    for key, value in _leaves(tree, ""):
+        name = key.split(".")[-1]
+        if name in RULES and value is not None and not _is_missing(value):
+            kind, low, inclusive, high, example = RULES[name]
+            check_range(key, value, kind, low, inclusive, high, example)
+        if key in ENUMS and value not in ENUMS[key]:
+            raise fail(key, value, f"must be one of {', '.join(ENUMS[key])}", ENUMS[key][0])
+    for group, path in SETTINGS.items():
+        if group in cfg:
+            settings(get_class(path), cfg[group], group)
+    workers = tree.get("num_workers")
+    if workers != "auto" and not (isinstance(workers, int) and not isinstance(workers, bool) and workers >= 0):
+        raise fail("num_workers", workers, "must be auto or a whole number >= 0", "0")
+    task = tree.get("task", {})
+    unknown = [p for p in task.get("thresholds", []) or [] if p not in POLICIES]
+    if unknown:
+        raise DearError(
+            f"task.thresholds has {unknown}; choose from {', '.join(POLICIES)} (e.g. task.thresholds=[logit0,oracle])"
+        )
+
+    cross_checks(tree)
+
+    def walk(node: Any, key: str) -> None:
+        if isinstance(node, dict):
+            if "_target_" in node and key.split(".")[0] not in SETTINGS and not key.startswith("hydra"):
+                _check_target(key, node)
+            for k, v in node.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+
+    walk(tree, "")
+
+
+def cross_checks(tree: dict[str, Any]) -> None:
+    """What no single value shows."""
+    dd, aug, pre = (
+        tree.get("diag_data") or {},
+        tree.get("augment") or {},
+        (tree.get("detector") or {}).get("preprocess") or {},
+    )
+    if dd and dd.get("dissect_augment") is False and dd.get("batch_size") != 1:
+        raise DearError(
+            "diag_data.dissect_augment=false reads whole images of different sizes: set diag_data.batch_size=1 with it"
+        )
+    crop, fixed = aug.get("crop"), pre.get("center_crop")
+    if crop and fixed and not pre.get("resize_short") and crop < fixed:
+        raise DearError(
+            f"augment.crop={crop} is smaller than detector.preprocess.center_crop={fixed}: the "
+            f"training crops would be zero-padded to {fixed}; use augment=crop224 or augment.crop={fixed}"
+        )
+    limit = (tree.get("trainer") or {}).get("limit_predict_batches")
+    if limit is not None and limit != 1.0 and (tree.get("task") or {}).get("name") == "dear":
+        raise DearError(
+            f"trainer.limit_predict_batches={limit}: feature rows are always extracted whole, so that "
+            "cache entries are complete; use a smaller benchmark (e.g. demo.scale=tiny) to debug"
+        )

@@ -1,0 +1,145 @@
+"""task=compare: one table from several runs' results.csv, the best value per column marked."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import logging
+import statistics
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from dear_exp.errors import DearError
+from dear_exp.metrics import METRICS
+from dear_exp.report import compare_rows, write_atomic
+
+log = logging.getLogger(__name__)
+
+
+# the columns of results.csv that identify a run (report.run_identity), seed aside
+IDENTITY = ("task", "detector", "layer", "benchmark", "prune_mode", "alpha_low", "alpha_high", "solver", "threads")
+
+
+def _label(row: dict[str, str], run: Path) -> str:
+    parts = [row.get("task", ""), row.get("detector", ""), row.get("benchmark", "")]
+    if row.get("task", "dear") == "dear":
+        mode, low, high = row.get("prune_mode", ""), row.get("alpha_low", ""), row.get("alpha_high", "")
+        parts.append(f"{mode} {low}/{high}" if low or high else mode)
+        parts.append(row.get("solver", ""))
+    return " ".join(p for p in parts if p) or run.name
+
+
+def over_seeds(tables: list[tuple[Path, list[dict[str, str]]]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Runs that differ only in their seed, as one line each: the mean and the sample standard
+    deviation over the seeds of every mean row's metrics (`<metric>_sd`), labelled with the seeds."""
+    groups: dict[tuple[str, ...], list[tuple[Path, list[dict[str, str]]]]] = {}
+    for folder, rows in tables:
+        groups.setdefault(tuple(rows[0].get(c, "") for c in IDENTITY), []).append((folder, rows))
+    out = []
+    for runs in groups.values():
+        seeds = [rows[0].get("seed", "") for _, rows in runs]
+        if len(set(seeds)) < len(seeds):
+            raise DearError(
+                f"task.over_seeds: {', '.join(str(f) for f, _ in runs)} share a configuration and a seed "
+                f"({', '.join(seeds)}); give each seed's run once"
+            )
+        cells: dict[tuple[str, ...], list[dict[str, str]]] = {}
+        for _, rows in runs:
+            for r in rows:
+                if str(r["subset"]).startswith("mean"):
+                    key = (r["model"], r.get("threshold_policy", "logit0"), r["postprocess"], r["subset"])
+                    cells.setdefault(key, []).append(r)
+        merged = []
+        for (model, policy, setting, subset), members in cells.items():
+            if len(members) != len(runs):
+                raise DearError(
+                    f"task.over_seeds: {model} {policy} {setting} {subset} is in {len(members)} of the "
+                    f"{len(runs)} runs of seeds {', '.join(seeds)}; give runs of one configuration"
+                )
+            row: dict[str, Any] = {"model": model, "threshold_policy": policy, "postprocess": setting, "subset": subset}
+            for k in METRICS:
+                v = [float(m[k]) for m in members]
+                row[k] = statistics.fmean(v)
+                row[f"{k}_sd"] = statistics.stdev(v) if len(v) > 1 else 0.0
+            merged.append(row)
+        label = f"{_label(runs[0][1][0], runs[0][0])} (seeds {','.join(sorted(seeds, key=_seed_order))})"
+        out.append((label, merged))
+    return out
+
+
+def _seed_order(seed: str) -> tuple[int, str]:
+    return (int(seed), "") if seed.lstrip("-").isdigit() else (0, seed)
+
+
+def find_runs(patterns: list[str]) -> list[Path]:
+    """Run folders holding a results.csv, from paths or globs, in sorted order. A glob may also
+    match entries that are not runs (a sweep's multirun.yaml): those are passed over; a path given
+    literally must be a run."""
+    runs: list[Path] = []
+    for pattern in map(str, patterns):
+        magic = glob.has_magic(pattern)
+        for match in sorted(glob.glob(pattern)) if magic else [pattern]:
+            path = Path(match)
+            results = path if path.name == "results.csv" else path / "results.csv"
+            if results.is_file():
+                runs.append(results.parent)
+            elif not magic:
+                raise DearError(f"no results.csv in {path}; give run folders of task=dear or task=evaluate")
+    if not runs:
+        raise DearError(f"no results.csv found under {', '.join(map(str, patterns))}; give run folders or globs")
+    return list(dict.fromkeys(runs))
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    patterns = [cfg.task.runs] if isinstance(cfg.task.runs, str) else list(cfg.task.runs)
+    runs = find_runs(patterns)
+    read = []
+    for folder in runs:
+        with open(folder / "results.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        missing = {"model", "postprocess", "subset", *METRICS} - set(rows[0] if rows else {})
+        if missing:
+            raise DearError(
+                f"{folder / 'results.csv'} lacks the columns {sorted(missing)}; "
+                "give results of task=dear or task=evaluate"
+            )
+        read.append((folder, rows))
+    tables: list[tuple[str, list[dict[str, Any]]]]
+    if cfg.task.get("over_seeds"):
+        tables = over_seeds(read)
+    else:
+        tables, labels = [], {}
+        for folder, rows in read:
+            label = _label(rows[0], folder)
+            labels[label] = labels.get(label, 0) + 1
+            tables.append((label if labels[label] == 1 else f"{label} ({folder.name})", rows))
+    head, lines, best = compare_rows(tables)
+    out_dir = Path(cfg.paths.output_dir)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([*head, "best"])
+    for i, line in enumerate(lines):
+        writer.writerow([*line, " ".join(head[j] for (k, j) in sorted(best) if k == i)])
+    write_atomic(out_dir / "compare.csv", buf.getvalue())
+    md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, line in enumerate(lines):
+        md.append("| " + " | ".join(f"**{c}**" if (i, j) in best else c for j, c in enumerate(line)) + " |")
+    write_atomic(out_dir / "compare.md", "\n".join(md) + "\n")
+    _print(head, lines, best)
+    log.info("Compared %d runs: %s", len(runs), out_dir / "compare.md")
+    return {"runs": float(len(runs))}
+
+
+def _print(head: list[str], lines: list[list[str]], best: set[tuple[int, int]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="compare (bold: best among runs with the same policy, setting and subset)")
+    for i, name in enumerate(head):
+        table.add_column(name, justify="left" if i < 5 else "right")
+    for i, line in enumerate(lines):
+        table.add_row(*(f"[bold green]{c}[/]" if (i, j) in best else c for j, c in enumerate(line)))
+    Console(width=max(160, Console().width)).print(table)
