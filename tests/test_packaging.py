@@ -1,74 +1,97 @@
-"""A plain (not editable) install works from any directory: the wheel carries every config, and both
-entry points compose and run a task outside the checkout."""
+"""The project as a user installs it: a wheel, installed into a fresh venv, run from another directory.
+
+The wheel is built from a copy of the project (so the build's egg-info and build/ folders never land in
+the working tree), and the fresh venv reuses this venv's site-packages through a .pth file holding the
+bare path: nothing is downloaded, and the editable install's own .pth (which would put the checkout's
+src/ on sys.path) is not processed, so the dear_exp that runs is the wheel's.
+"""
 
 from __future__ import annotations
 
 import os
-import site
+import shutil
 import subprocess
 import sys
+import sysconfig
+import venv
 import zipfile
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "src" / "dear_exp" / "conf"
+
+
+def _run(cmd: list[str | Path], cwd: Path, env: dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(map(str, cmd))} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def _build_wheel(tmp_path: Path) -> Path:
+    src = tmp_path / "project"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, src / name)
+    # symlinks=False: conf/ at the top of a checkout links into the package; inside src/ nothing does,
+    # but a copy must hold files, as the sdist a user builds from would
+    shutil.copytree(REPO / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"))
+    dist = tmp_path / "dist"
+    _run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", dist, src],
+        cwd=tmp_path,
+        env=os.environ.copy(),
+    )
+    (wheel,) = dist.glob("dear_exp-*.whl")
+    return wheel
+
+
+def _fresh_venv(tmp_path: Path) -> Path:
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=False, symlinks=True).create(env_dir)
+    python = env_dir / "bin" / "python"
+    site = Path(
+        subprocess.check_output([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True)
+        .strip()
+    )
+    parents = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    # bare paths, appended after the fresh venv's own site-packages: the wheel's dear_exp comes first, and
+    # the .pth files inside these folders (the editable install's among them) are not read
+    (site / "_test_parent_env.pth").write_text("".join(f"{p}\n" for p in sorted(parents)))
+    return env_dir
 
 
 @pytest.mark.slow
-def test_the_wheel_installs_and_runs_from_another_directory(tmp_path: Path):
-    wheels = tmp_path / "wheels"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(ROOT)],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    wheel = next(wheels.glob("dear_exp-*.whl"))
-    packed = {n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".yaml")}
-    shipped = {
-        f"dear_exp/{p.relative_to(ROOT / 'src/dear_exp').as_posix()}"
-        for p in (ROOT / "src/dear_exp/conf").rglob("*.yaml")
-    }
-    assert shipped and packed == shipped
-    # a fresh venv that sees the test venv's libraries (a .pth: nothing downloaded) but not its editable dear_exp
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-    fresh_site = next((venv / "lib").glob("python3*/site-packages"))
-    (fresh_site / "libs.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    py = venv / "bin" / "python"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "-q", str(wheel)],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def test_wheel_installs_and_runs_from_anywhere(tmp_path: Path):
+    wheel = _build_wheel(tmp_path)
+
+    # every config file ships: the CLI and the API compose them from the installed package
+    with zipfile.ZipFile(wheel) as zf:
+        shipped = {n.removeprefix("dear_exp/conf/") for n in zf.namelist() if n.startswith("dear_exp/conf/")}
+    on_disk = {p.relative_to(CONF).as_posix() for p in CONF.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    assert on_disk, CONF
+    assert shipped == on_disk, f"missing from the wheel: {sorted(on_disk - shipped)}; extra: {sorted(shipped - on_disk)}"
+
+    env_dir = _fresh_venv(tmp_path)
+    python, script = env_dir / "bin" / "python", env_dir / "bin" / "dear-exp"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env.update(WANDB_MODE="offline", WANDB_SILENT="true", PYTHONNOUSERSITE="1")
+    env.pop("DEAR_ROOT", None)  # paths.root_dir must follow the launch directory
+    _run([python, "-m", "pip", "install", "--no-deps", "--no-index", "-q", wheel], cwd=tmp_path, env=env)
+
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "HYDRA_", "PYTEST_", "DEAR_"))}
-    where = subprocess.run(
-        [str(py), "-c", "import dear_exp; print(dear_exp.__file__)"],
-        cwd=elsewhere,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert where.stdout.strip().startswith(str(venv)), where.stdout + where.stderr
-    for command in ([str(venv / "bin" / "dear-exp")], [str(py), "-m", "dear_exp"]):
-        proc = subprocess.run(
-            [*command, "--cfg", "job"], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120
-        )
-        assert proc.returncode == 0 and "head:" in proc.stdout and "solver: newton" in proc.stdout, proc.stderr[-2000:]
-    proc = subprocess.run(
-        [str(py), "-m", "dear_exp", "task=cache", "logger=none", "threads=1"],
-        cwd=elsewhere,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert (elsewhere / "logs").is_dir()  # the run's folder is below the directory it was launched from
+    where = _run([python, "-c", "import dear_exp; print(dear_exp.__file__)"], cwd=elsewhere, env=env).stdout.strip()
+    assert Path(where).is_relative_to(env_dir), f"imported {where}, not the wheel installed in {env_dir}"
+    assert script.is_file(), "the dear-exp console script was not installed"
+
+    for cmd in ([script, "--cfg", "job"], [python, "-m", "dear_exp", "--cfg", "job"]):
+        out = _run(cmd, cwd=elsewhere, env=env).stdout
+        assert "task:" in out and "name: dear" in out and "detector:" in out, out
+        assert f"root_dir: {elsewhere}" in out or "root_dir: ${oc.env:DEAR_ROOT" in out, out
+
+    # a real task from the installed package: list the (empty) feature cache below the launch directory
+    done = _run([script, "task=cache", "threads=1"], cwd=elsewhere, env=env)
+    assert "0 entries" in done.stdout + done.stderr, done.stdout + done.stderr
+    assert (elsewhere / "logs" / "cache").is_dir(), "the run's output did not land below the launch directory"

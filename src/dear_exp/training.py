@@ -97,7 +97,9 @@ def training_settings(cfg: DictConfig) -> dict[str, object]:
     assert isinstance(bt, dict)
     return {
         "net": OmegaConf.to_container(cfg.detector.net, resolve=True),
-        "base_train": {k: bt[k] for k in ("module", "batch_size", "augment")} | {"max_epochs": t.max_epochs},
+        # the record's shape of before base_train had its own module/trainer groups: checkpoints trained then still match
+        "base_train": {k: v for k, v in bt["module"].items() if k != "_target_"}
+        | {"max_epochs": t.max_epochs, "batch_size": bt["batch_size"], "augment": bt["augment"]},
         "train_data": {k: OmegaConf.to_container(cfg.train_data, resolve=True)[k] for k in ("root", "train", "val")},
         "trainer": {k: v for k, v in limits.items() if v is not None},
         "seed": cfg.seed,
