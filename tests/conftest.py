@@ -49,7 +49,7 @@ def compose_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
 @pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny embedded data set, built once per test worker; its cache root."""
-    from dear_exp.data.demo import ensure_demo_data
+    from dear_exp.demo import ensure_demo_data
 
     root = tmp_path_factory.mktemp("cache")
     ensure_demo_data(root / ".cache" / "demo", scale="tiny", seed=0)

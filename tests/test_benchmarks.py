@@ -7,14 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from PIL import Image
 
+from dear_exp.__main__ import CONF_DIR
 from dear_exp.data import benchmarks as B
 from dear_exp.data.benchmarks import BenchmarkIndex, load_index
 from dear_exp.data.folders import FAKE, REAL
 from dear_exp.errors import DearError
 
+BENCHMARKS = sorted(p.stem for p in (Path(CONF_DIR) / "benchmark").glob("*.yaml"))
 DEAR_FAKES = {
     "sd": "sd",
     "midjourney": "Midjourney",
@@ -92,26 +94,25 @@ def test_demo_and_dear_flux_configs_keep_their_subsets(compose_cfg, tiny_demo: P
     assert isinstance(flux, B.FolderPairs) and flux.subsets == {"flux": {"fake": "fake/flux", "real": "redcaps"}}
 
 
-@pytest.mark.parametrize(
-    "option, layout",
-    [
-        ("demo", B.FolderPairs),
-        ("dear", B.FolderPairs),
-        ("dear_flux", B.FolderPairs),
-        ("dear_wild", B.FolderPairs),
-        ("forensynths", B.ForenSynths),
-        ("aigcdetect", B.ForenSynths),
-        ("genimage", B.GenImage),
-        ("ufd_diffusion", B.UFDDiffusion),
-        ("synthbuster", B.Synthbuster),
-        ("wildrf", B.WildRF),
-        ("manifest", B.Manifest),
-    ],
-)
-def test_every_benchmark_config_instantiates_its_layout(compose_cfg, option, layout):
+@pytest.mark.parametrize("option", BENCHMARKS)
+def test_every_benchmark_config_instantiates_a_registered_layout(compose_cfg, option):
     cfg = compose_cfg(f"benchmark={option}")
     assert cfg.benchmark.name == option and cfg.benchmark.batch_size > 0 and cfg.benchmark.source_hint
-    assert type(instantiate(cfg.benchmark.layout, _convert_="all")) is layout
+    layout = instantiate(cfg.benchmark.layout, _convert_="all")
+    assert type(layout) is get_object(cfg.benchmark.layout._target_) and type(layout) in B.LAYOUTS.values()
+
+
+def test_every_registered_layout_has_a_config_and_a_module_of_its_name(compose_cfg):
+    named = {get_object(compose_cfg(f"benchmark={option}").benchmark.layout._target_) for option in BENCHMARKS}
+    assert named <= set(B.LAYOUTS.values()), named - set(B.LAYOUTS.values())
+    missing = set(B.LAYOUTS) - {cls.name for cls in named}
+    assert not missing, f"registered layouts that no conf/benchmark yaml names: {sorted(missing)}"
+    for name, cls in B.LAYOUTS.items():
+        assert cls.name == name and cls.__module__ == f"dear_exp.data.benchmarks.{name}"
+        assert getattr(B, cls.__name__) is cls  # the yaml's _target_: dear_exp.data.benchmarks.<ClassName>
+    with pytest.raises(KeyError, match="no benchmark layout 'nope'; registered: folder_pairs, forensynths"):
+        B.layout_class("nope")
+    assert B.layout_class("wildrf") is B.WildRF
 
 
 def test_forensynths_with_and_without_the_category_level(tmp_path: Path):

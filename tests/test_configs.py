@@ -3,12 +3,14 @@
 from pathlib import Path
 
 import pytest
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 
 from dear_exp.__main__ import CONF_DIR
+from dear_exp.detectors.base import Detector
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
 DEBUGS = sorted(p.stem for p in (Path(CONF_DIR) / "debug").glob("*.yaml"))
+DETECTORS = sorted(p.stem for p in (Path(CONF_DIR) / "detector").glob("*.yaml"))
 REQUIRED_GROUPS = [
     "detector",
     "train_data",
@@ -92,3 +94,14 @@ def test_npr_flux_points_at_the_released_checkpoint_and_dear_layout(compose_cfg,
     assert cfg.benchmark.root == f"{tmp_path}/data/test"
     assert dict(cfg.benchmark.layout.subsets) == {"flux": {"fake": "fake/flux", "real": "redcaps"}}
     assert cfg.diag_data.image_dir == "train/fake/lsun_inpaint_sd"
+
+
+@pytest.mark.parametrize("option", DETECTORS)
+def test_every_detector_config_names_a_detector_of_the_package(compose_cfg, option):
+    """Adding a detector is a module of dear_exp/detectors/ and a yaml of conf/detector/: build_detector
+    reads only the yaml (`detector.net._target_`, its checkpoint and preprocessing), no list of names."""
+    det = compose_cfg(f"detector={option}").detector
+    cls = get_object(det.net._target_)
+    assert isinstance(cls, type) and issubclass(cls, Detector), det.net._target_
+    assert cls.__module__.startswith("dear_exp.detectors.") and det.name and det.checkpoint
+    assert len(det.preprocess.mean) == len(det.preprocess.std) == 3

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dear_exp.data import demo
-from dear_exp.data.demo import GENERATORS, SCALES, ensure_demo_data
+from dear_exp.demo import GENERATORS, SCALES, ensure_demo_data, generators, photos, writer
 
 
 @pytest.fixture(scope="module")
@@ -112,9 +111,9 @@ def test_inpaint_pairs_and_masks(tiny: Path) -> None:
 def test_inpainted_region_differs_only_near_mask(tiny: Path) -> None:
     # Far from the mask the image is the (JPEG-decoded) real photo; inside it was regenerated.
     p = tiny / "inpaint" / "inpaint_0000_inpaint.png"
-    rng = demo._item_rng(0, "inpaint", "inpaint", 0)
-    crop = demo._sample_crop(rng, "train", SCALES["tiny"]["size"])
-    orig = demo._jpeg_roundtrip(crop, demo._jpeg_quality(rng)).astype(int)
+    rng = photos.item_rng(0, "inpaint", "inpaint", 0)
+    crop = photos.sample_crop(rng, "train", SCALES["tiny"]["size"])
+    orig = writer.jpeg_roundtrip(crop, writer.jpeg_quality(rng)).astype(int)
     img = np.asarray(Image.open(p)).astype(int)
     mask = np.asarray(Image.open(p.with_name("inpaint_0000_mask.png"))) == 255
     ys, xs = np.nonzero(mask)
@@ -134,9 +133,7 @@ def test_deterministic_across_roots(tiny: Path, tmp_path: Path) -> None:
 
 def test_concurrent_builders_agree(tiny: Path, tmp_path: Path) -> None:
     # Several Hydra multirun jobs may ask for the same folder at once.
-    code = (
-        "import sys; from dear_exp.data.demo import ensure_demo_data; print(ensure_demo_data(sys.argv[1], 'tiny', 0))"
-    )
+    code = "import sys; from dear_exp.demo import ensure_demo_data; print(ensure_demo_data(sys.argv[1], 'tiny', 0))"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     cmd = [sys.executable, "-c", code, str(tmp_path)]
     procs = [
@@ -191,7 +188,7 @@ def test_failed_build_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyP
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("interrupted")
 
-    monkeypatch.setattr(demo, "_make_inpaint", boom)
+    monkeypatch.setattr(writer, "make_inpaint", boom)
     with pytest.raises(RuntimeError, match="interrupted"):
         ensure_demo_data(tmp_path, scale="tiny", seed=0)
     assert [p for p in tmp_path.iterdir() if p.is_dir()] == []
@@ -204,10 +201,10 @@ def test_unknown_scale_raises(tmp_path: Path) -> None:
 
 
 def test_generators_differ_from_each_other_and_source() -> None:
-    rng = demo._item_rng(0, "unit", "crop", 0)
-    crop = demo._sample_crop(rng, "train", 96)
+    rng = photos.item_rng(0, "unit", "crop", 0)
+    crop = photos.sample_crop(rng, "train", 96)
     assert crop.shape == (96, 96, 3) and crop.dtype == np.uint8
-    outs = {g: demo._apply_generator(g, crop) for g in (*GENERATORS, "inpainter")}
+    outs = {g: generators.apply_generator(g, crop) for g in (*GENERATORS, "inpainter")}
     src = crop.astype(np.float32)
     for name, out in outs.items():
         assert out.shape == crop.shape and out.dtype == np.uint8
@@ -218,31 +215,31 @@ def test_generators_differ_from_each_other_and_source() -> None:
         for b in names[i + 1 :]:
             assert np.abs(outs[a].astype(np.float32) - outs[b].astype(np.float32)).mean() > 0.5, (a, b)
     # Fixed weights: the same input always gives the same output.
-    assert np.array_equal(demo._apply_generator("gen_a", crop), outs["gen_a"])
+    assert np.array_equal(generators.apply_generator("gen_a", crop), outs["gen_a"])
 
 
 def test_generators_leave_upsampling_traces() -> None:
     # gen_a's perturbed transposed conv gives the four 2x2 phases different gains on a flat image.
     flat = np.full((32, 32, 3), 128, np.uint8)
-    out = demo._apply_generator("gen_a", flat).astype(np.float32)
+    out = generators.apply_generator("gen_a", flat).astype(np.float32)
     inner = out[4:-4, 4:-4]
     phase_means = [inner[py::2, px::2].mean() for py in range(2) for px in range(2)]
     assert max(phase_means) - min(phase_means) > 0.5
     # gen_c adds a period-2 pattern even to a flat image.
-    out_c = demo._apply_generator("gen_c", flat).astype(np.float32)
+    out_c = generators.apply_generator("gen_c", flat).astype(np.float32)
     assert np.abs(out_c[0::2, 0::2] - out_c[1::2, 1::2]).max() >= 1
 
 
 def test_apply_generator_rejects_bad_input() -> None:
     with pytest.raises(ValueError):
-        demo._apply_generator("gen_z", np.zeros((8, 8, 3), np.uint8))
+        generators.apply_generator("gen_z", np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(ValueError):
-        demo._apply_generator("gen_a", np.zeros((10, 8, 3), np.uint8))
+        generators.apply_generator("gen_a", np.zeros((10, 8, 3), np.uint8))
 
 
 def test_test_crops_come_from_held_out_columns() -> None:
-    for photo in demo._photos():
-        train_x0, train_x1 = demo._region(photo, "train")
-        test_x0, test_x1 = demo._region(photo, "test")
+    for photo in photos.load_photos():
+        train_x0, train_x1 = photos.region(photo, "train")
+        test_x0, test_x1 = photos.region(photo, "test")
         assert train_x0 == 0 and train_x1 <= test_x0 and test_x1 == photo.shape[1]
         assert test_x1 - test_x0 >= max(SCALES["demo"]["test_sizes"])

@@ -39,7 +39,19 @@ def _build_wheel(tmp_path: Path) -> Path:
     shutil.copytree(REPO / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"))
     dist = tmp_path / "dist"
     _run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", dist, src],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            dist,
+            src,
+        ],
         cwd=tmp_path,
         env=os.environ.copy(),
     )
@@ -52,8 +64,9 @@ def _fresh_venv(tmp_path: Path) -> Path:
     venv.EnvBuilder(with_pip=False, symlinks=True).create(env_dir)
     python = env_dir / "bin" / "python"
     site = Path(
-        subprocess.check_output([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True)
-        .strip()
+        subprocess.check_output(
+            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True
+        ).strip()
     )
     parents = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     # bare paths, appended after the fresh venv's own site-packages: the wheel's dear_exp comes first, and
@@ -71,7 +84,9 @@ def test_wheel_installs_and_runs_from_anywhere(tmp_path: Path):
         shipped = {n.removeprefix("dear_exp/conf/") for n in zf.namelist() if n.startswith("dear_exp/conf/")}
     on_disk = {p.relative_to(CONF).as_posix() for p in CONF.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
     assert on_disk, CONF
-    assert shipped == on_disk, f"missing from the wheel: {sorted(on_disk - shipped)}; extra: {sorted(shipped - on_disk)}"
+    assert shipped == on_disk, (
+        f"missing from the wheel: {sorted(on_disk - shipped)}; extra: {sorted(shipped - on_disk)}"
+    )
 
     env_dir = _fresh_venv(tmp_path)
     python, script = env_dir / "bin" / "python", env_dir / "bin" / "dear-exp"

@@ -45,10 +45,10 @@ def test_docs_hold_recipes():
 def test_recipe_composes(compose_cfg, doc, command):
     args = [a for a in shlex.split(command)[3:] if a not in ("-m", "--multirun") and not a.startswith("hydra.")]
     args = [a for a in args if not a.startswith("+sweep=")]  # sweep files only set hydra.sweeper
-    from dear_exp.tasks import dear
+    from dear_exp import schema
 
     for combination in expand(args):
         cfg = compose_cfg(*combination)
         assert cfg.prune.alpha_low < cfg.prune.alpha_high, (doc, combination)
         if cfg.task.name == "dear":
-            dear.validate(cfg)  # the settings a run checks before any work (e.g. online needs adam)
+            schema.validate(cfg)  # the settings a run checks before any work (e.g. online needs adam)

@@ -27,7 +27,7 @@ def ensure_demo(cfg: DictConfig, roots: list[str]) -> None:
     demo_dir = Path(cfg.demo.dir).resolve()
     if not any(Path(r).resolve().is_relative_to(demo_dir) for r in roots):
         return
-    from dear_exp.data.demo import ensure_demo_data
+    from dear_exp.demo import ensure_demo_data
 
     built = ensure_demo_data(Path(cfg.paths.cache_dir) / "demo", scale=cfg.demo.scale, seed=cfg.demo.seed)
     if Path(built).resolve() != Path(cfg.demo.dir).resolve():

@@ -1,96 +1,20 @@
-"""Test-time post-processing, seeded per image.
-
-A setting is an ordered list of ops (`conf/postprocess/<preset>.yaml`: `settings: {name: [op, ...]}`),
-applied to the decoded RGB image before the detector's own preprocessing. Every random parameter is
-drawn from `np.random.default_rng(item_seed(seed, key, position, op))`: the global seed, the image's
-path relative to its benchmark root (`key`), the op's position in the chain and its name. A setting
-therefore gives the same pixels on any machine and in any file-listing order. Each op draws all its
-parameters first (`Op.params`), so the output size is known from the header before any pixel is
-touched (`Chain.plan`; evaluation batches images of one size together).
-
-A numeric parameter is either fixed or a `[low, high]` range drawn per image: integers uniformly in
-`low..high` inclusive (`rng.integers(low, high + 1)`), floats uniformly (`rng.uniform(low, high)`).
-
-Ops and the exact library calls (`img` is a PIL RGB image, `arr = np.array(img)`):
-
-- `jpeg` (`quality` 1-100; `backend: pil` default, or `cv2`).
-  pil: `img.save(buf, format="JPEG", quality=q)`, decoded by `Image.open(buf).convert("RGB")`
-  (Pillow's defaults: 4:2:0 subsampling, baseline), the `pil_jpg` of CNNDetection/AIGCDB/SIDB/UFD.
-  cv2: `cv2.imencode(".jpg", arr[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])`, decoded by
-  `cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]` (RGB -> BGR -> RGB), CNNDetection's `cv2_jpg`.
-- `webp` (`quality` 1-100): `img.save(buf, format="WEBP", quality=q)` (lossy, Pillow's defaults),
-  decoded by PIL.
-- `resize`: exactly one of `factor` (> 0; sides `round(w * f)`, or `int(w * f)` with
-  `rounding: floor`), `short_side` (the shorter side becomes it, the longer one keeps the aspect
-  ratio, rounded likewise; `rounding: floor` is torchvision's `Resize(int)`) or `size: [w, h]`.
-  `interpolation` (default bicubic) and `backend`:
-  pil (default): `img.resize((w, h), Image.Resampling.<NEAREST|BILINEAR|BICUBIC|LANCZOS|BOX|HAMMING>)`;
-  Pillow's filters widen their support when downscaling, so it is always antialiased (this is also
-  what torchvision's `Resize` does to a PIL image).
-  cv2: `cv2.resize(arr, (w, h), interpolation=cv2.INTER_<NEAREST|LINEAR|CUBIC|LANCZOS4|AREA>)`
-  (names nearest, bilinear, bicubic, lanczos, area); no antialiasing except `area`.
-  torch: `torchvision.transforms.functional.resize(chw_uint8, [h, w], interpolation=InterpolationMode.
-  <NEAREST|BILINEAR|BICUBIC>, antialias=antialias)` (`antialias` default true; only this backend takes it).
-- `blur` (Gaussian, float `sigma` >= 0; `backend: scipy` default, or `pil`).
-  scipy: `scipy.ndimage.gaussian_filter(arr[:, :, c], output=arr[:, :, c], sigma=s)` for c = 0, 1, 2
-  (mode reflect, truncate 4.0, result written into the uint8 array), as AIGCDB, SIDB, UFD and
-  CNNDetection call it; sigma 0 leaves the image unchanged.
-  pil: `img.filter(ImageFilter.GaussianBlur(radius=s))` (Pillow's radius is the standard deviation;
-  extended box filters approximating a Gaussian).
-- `noise` (Gaussian, `std` >= 0 in pixel units of 0-255): a per-image seed is drawn with the other
-  parameters, then `np.clip(np.rint(arr + np.random.default_rng(seed).normal(0, std, arr.shape)), 0, 255)`.
-- `brightness`, `contrast`, `sharpness`, `color` (`factor` >= 0, 1 = unchanged):
-  `ImageEnhance.<Brightness|Contrast|Sharpness|Color>(img).enhance(f)`.
-- `crop` (square; `size` fixed or a range for the side, clamped to the shorter side; `mode: center`
-  default, with torchvision CenterCrop's offsets `int(round((w - s) / 2))`, or `random`, the corner
-  drawn uniformly): `img.crop((x, y, x + s, y + s))`.
-- `dear_processed`: DEAR's `test_processed` (its `scripts/processed_data_gen/process_test_data.py`,
-  after AlignedForensics issue #9), in the reference's order: JPEG quality `randint(50, 95)`; a fair
-  coin between an up-scale factor `U(1, min(1024/W, 1024/H))` and a down-scale factor
-  `U(max(256/W, 256/H), 1)` (drawn as Python's `random.uniform`, `a + (b - a) * u`, so a reversed
-  interval works the same way); new sides `int(W * f)`, `int(H * f)`, each clamped to [256, 1024];
-  `img.resize((w, h), Image.Resampling.BICUBIC)` (Pillow's default filter for `img.resize((w, h))`);
-  `ImageEnhance.Brightness`, `.Contrast`, `.Sharpness`, `.Color`, each `enhance(U(0.8, 1.2))`, in that
-  order; then saved as JPEG by PIL at the drawn quality. Parameters `quality`, `side`, `enhance`
-  default to those numbers. One difference, on purpose: the reference draws from a single
-  `random.seed(42)` stream per folder, so an image's parameters depend on the listing order of its
-  folder (`iterdir`, unsorted); here they are drawn per image from its own seed, so they cannot.
-- `corvi_social`: Corvi et al. 2023's "social network" operations (GRIP's `random_operations.py`):
-  square crop side `randint(max(m * 5 // 8, 160), m)` with `m = min(W, H, 2048)` (the lower bound is
-  clamped to `m` when the image is smaller than 160 px; the reference refuses such images), corner
-  `randint(0, W - side)`, `randint(0, H - side)`; `resize((200, 200), LANCZOS if side > 200 else
-  BICUBIC)` (PIL's ANTIALIAS and CUBIC); JPEG (PIL) quality `randint(65, 100)`. Parameters `crop`,
-  `crop_ratio`, `size`, `quality` default to those numbers.
-
-`jpeg`, `webp`, `dear_processed` and `corvi_social` encode: when one ends a chain, `Chain.process`
-also returns the exact bytes it wrote (`task=export` writes them as they are, never re-encoded).
-"""
+"""The ops as a config names them: each `Op` checks its spec at parse time (one-line `DearError`),
+draws its per-image parameters (`params`) and predicts the output size (`out_size`); the pixels are
+changed by the pure functions of `ops`. `OP_CLASSES` maps an op name to its class, and
+`parse_chain` turns a setting's list of specs into ops."""
 
 from __future__ import annotations
 
-import io
 from typing import Any, ClassVar
 
 import numpy as np
-from PIL import Image, ImageEnhance, ImageFilter
+from PIL import Image
 
-from dear_exp.data.seeding import item_seed
+from dear_exp.data.postprocess import ops
+from dear_exp.data.postprocess.ops import INTERPOLATION, Size
 from dear_exp.errors import DearError
 
-Size = tuple[int, int]
 Params = dict[str, Any]
-
-RESAMPLE = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-    "box": Image.Resampling.BOX,
-    "hamming": Image.Resampling.HAMMING,
-}
-CV2_INTERPOLATION = ("nearest", "bilinear", "bicubic", "lanczos", "area")
-TORCH_INTERPOLATION = ("nearest", "bilinear", "bicubic")
-INTERPOLATION = {"pil": tuple(RESAMPLE), "cv2": CV2_INTERPOLATION, "torch": TORCH_INTERPOLATION}
 _REQUIRED = object()
 
 
@@ -106,18 +30,6 @@ def _is_number(x: Any, integer: bool) -> bool:
     if isinstance(x, bool):
         return False
     return isinstance(x, (int, np.integer)) if integer else isinstance(x, (int, float, np.integer, np.floating))
-
-
-def _pil_jpeg(img: Image.Image, quality: int) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
-
-
-def _pil_decode(data: bytes) -> Image.Image:
-    with Image.open(io.BytesIO(data)) as out:
-        out.load()
-        return out.convert("RGB")
 
 
 class Op:
@@ -196,7 +108,7 @@ class Op:
         raise NotImplementedError(self.name)
 
     def decode(self, data: bytes) -> Image.Image:
-        return _pil_decode(data)
+        return ops.pil_decode(data)
 
 
 class Jpeg(Op):
@@ -213,23 +125,14 @@ class Jpeg(Op):
 
     def encode(self, img: Image.Image, params: Params) -> bytes:
         if self.get("backend") == "pil":
-            return _pil_jpeg(img, params["quality"])
-        import cv2
-
-        ok, buf = cv2.imencode(
-            ".jpg", np.ascontiguousarray(np.array(img)[:, :, ::-1]), [int(cv2.IMWRITE_JPEG_QUALITY), params["quality"]]
-        )
-        if not ok:
-            raise DearError(f"postprocess setting {self.setting!r}: cv2 could not encode a {img.size} image as JPEG")
-        return buf.tobytes()
+            return ops.pil_jpeg(img, params["quality"])
+        try:
+            return ops.cv2_jpeg(img, params["quality"])
+        except ValueError as exc:
+            raise DearError(f"postprocess setting {self.setting!r}: {exc}") from None
 
     def decode(self, data: bytes) -> Image.Image:
-        if self.get("backend") == "pil":
-            return _pil_decode(data)
-        import cv2
-
-        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        return Image.fromarray(np.ascontiguousarray(bgr[:, :, ::-1]))
+        return ops.pil_decode(data) if self.get("backend") == "pil" else ops.cv2_decode(data)
 
 
 class Webp(Op):
@@ -244,9 +147,7 @@ class Webp(Op):
         return {"quality": _draw(self.spec["quality"], rng, integer=True)}
 
     def encode(self, img: Image.Image, params: Params) -> bytes:
-        buf = io.BytesIO()
-        img.save(buf, format="WEBP", quality=params["quality"])
-        return buf.getvalue()
+        return ops.webp(img, params["quality"])
 
 
 class Resize(Op):
@@ -305,29 +206,8 @@ class Resize(Op):
         return {"size": (int(s["size"][0]), int(s["size"][1]))}
 
     def apply(self, img: Image.Image, params: Params) -> Image.Image:
-        w, h = params["size"]
-        interp, backend = self.get("interpolation"), self.get("backend")
-        if backend == "pil":
-            return img.resize((w, h), RESAMPLE[interp])
-        if backend == "cv2":
-            import cv2
-
-            flags = {
-                "nearest": cv2.INTER_NEAREST,
-                "bilinear": cv2.INTER_LINEAR,
-                "bicubic": cv2.INTER_CUBIC,
-                "lanczos": cv2.INTER_LANCZOS4,
-                "area": cv2.INTER_AREA,
-            }
-            return Image.fromarray(cv2.resize(np.array(img), (w, h), interpolation=flags[interp]))
-        import torch
-        from torchvision.transforms import InterpolationMode
-        from torchvision.transforms.functional import resize
-
         antialias = True if self.spec.get("antialias") is None else bool(self.spec["antialias"])
-        chw = torch.from_numpy(np.array(img)).permute(2, 0, 1)
-        out = resize(chw, [h, w], interpolation=InterpolationMode(interp), antialias=antialias)
-        return Image.fromarray(np.ascontiguousarray(out.permute(1, 2, 0).numpy()))
+        return ops.resize(img, params["size"], self.get("interpolation"), self.get("backend"), antialias)
 
 
 class Blur(Op):
@@ -342,14 +222,7 @@ class Blur(Op):
         return {"sigma": _draw(self.spec["sigma"], rng, integer=False)}
 
     def apply(self, img: Image.Image, params: Params) -> Image.Image:
-        if self.get("backend") == "pil":
-            return img.filter(ImageFilter.GaussianBlur(radius=params["sigma"]))
-        from scipy.ndimage import gaussian_filter
-
-        arr = np.array(img)
-        for c in range(3):
-            gaussian_filter(arr[:, :, c], output=arr[:, :, c], sigma=params["sigma"])
-        return Image.fromarray(arr)
+        return ops.blur(img, params["sigma"], self.get("backend"))
 
 
 class Noise(Op):
@@ -363,14 +236,13 @@ class Noise(Op):
         return {"std": _draw(self.spec["std"], rng, integer=False), "seed": int(rng.integers(2**63 - 1))}
 
     def apply(self, img: Image.Image, params: Params) -> Image.Image:
-        arr = np.array(img).astype(np.float64)
-        noisy = arr + np.random.default_rng(params["seed"]).normal(0.0, params["std"], arr.shape)
-        return Image.fromarray(np.clip(np.rint(noisy), 0, 255).astype(np.uint8))
+        return ops.noise(img, params["std"], params["seed"])
 
 
 class Enhance(Op):
+    """brightness, contrast, sharpness, color: `ops.enhance` of the op's own name."""
+
     DEFAULTS = {"factor": _REQUIRED}
-    ENHANCER: ClassVar[Any]
 
     def check(self) -> None:
         self.check_value("factor", lo=0)
@@ -379,27 +251,23 @@ class Enhance(Op):
         return {"factor": _draw(self.spec["factor"], rng, integer=False)}
 
     def apply(self, img: Image.Image, params: Params) -> Image.Image:
-        return type(self).ENHANCER(img).enhance(params["factor"])
+        return ops.enhance(img, self.name, params["factor"])
 
 
 class Brightness(Enhance):
     name = "brightness"
-    ENHANCER = ImageEnhance.Brightness
 
 
 class Contrast(Enhance):
     name = "contrast"
-    ENHANCER = ImageEnhance.Contrast
 
 
 class Sharpness(Enhance):
     name = "sharpness"
-    ENHANCER = ImageEnhance.Sharpness
 
 
 class Color(Enhance):
     name = "color"
-    ENHANCER = ImageEnhance.Color
 
 
 class Crop(Op):
@@ -420,19 +288,14 @@ class Crop(Op):
         return {"box": (x, y, x + side, y + side), "size": (side, side)}
 
     def apply(self, img: Image.Image, params: Params) -> Image.Image:
-        return img.crop(params["box"])
+        return ops.crop(img, params["box"])
 
 
 class DearProcessed(Op):
     name = "dear_processed"
     DEFAULTS = {"quality": [50, 95], "side": [256, 1024], "enhance": [0.8, 1.2]}
     encodes = ".jpg"
-    ENHANCERS = (
-        ("brightness", ImageEnhance.Brightness),
-        ("contrast", ImageEnhance.Contrast),
-        ("sharpness", ImageEnhance.Sharpness),
-        ("color", ImageEnhance.Color),
-    )
+    ENHANCED = ("brightness", "contrast", "sharpness", "color")  # drawn, and applied, in this order
 
     def check(self) -> None:
         for key, kw in (
@@ -456,15 +319,13 @@ class DearProcessed(Op):
         nw = max(slo, min(shi, int(w * factor)))
         nh = max(slo, min(shi, int(h * factor)))
         params: Params = {"quality": quality, "upscale": upscale, "factor": factor, "size": (nw, nh)}
-        for key, _ in self.ENHANCERS:
+        for key in self.ENHANCED:
             params[key] = elo + (ehi - elo) * float(rng.random())  # random.uniform(0.8, 1.2)
         return params
 
     def encode(self, img: Image.Image, params: Params) -> bytes:
-        img = img.resize(params["size"], Image.Resampling.BICUBIC)
-        for key, enhancer in self.ENHANCERS:
-            img = enhancer(img).enhance(params[key])
-        return _pil_jpeg(img, params["quality"])
+        factors = {key: params[key] for key in self.ENHANCED}
+        return ops.dear_processed(img, params["size"], factors, params["quality"])
 
 
 class CorviSocial(Op):
@@ -505,8 +366,7 @@ class CorviSocial(Op):
         }
 
     def encode(self, img: Image.Image, params: Params) -> bytes:
-        img = img.crop(params["box"]).resize(params["size"], RESAMPLE[params["resample"]])
-        return _pil_jpeg(img, params["quality"])
+        return ops.corvi_social(img, params["box"], params["size"], params["resample"], params["quality"])
 
 
 OP_CLASSES: dict[str, type[Op]] = {
@@ -536,50 +396,10 @@ def parse_chain(name: str, specs: Any) -> list[Op]:
         raise DearError(
             f"postprocess setting {name!r} must be a list of ops, e.g. [{{op: jpeg, quality: 75}}]; got {specs!r}"
         )
-    ops = []
+    chain = []
     for spec in specs:
         op = spec.get("op") if isinstance(spec, dict) else None
         if op not in OP_CLASSES:
             raise DearError(f"postprocess setting {name!r}: unknown op {op!r}; choose one of {', '.join(OPS)}")
-        ops.append(OP_CLASSES[op](spec, name))
-    return ops
-
-
-class Chain:
-    """An ordered list of ops, applied with per-image seeds."""
-
-    def __init__(self, name: str, specs: list[dict[str, Any]], seed: int) -> None:
-        self.name = name
-        self.specs = specs
-        self.ops = parse_chain(name, specs)
-        self.seed = seed
-
-    @property
-    def encodes(self) -> str | None:
-        """The file extension of the bytes the last op writes, if it encodes (JPEG, WebP)."""
-        return self.ops[-1].encodes if self.ops else None
-
-    def plan(self, key: str, size: Size) -> tuple[list[Params], Size]:
-        """Parameters of every op for this image, and the final size."""
-        plans = []
-        for i, op in enumerate(self.ops):
-            rng = np.random.default_rng(item_seed(self.seed, key, i, op.name))
-            params = op.params(rng, size)
-            plans.append(params)
-            size = op.out_size(size, params)
-        return plans, size
-
-    def process(self, img: Image.Image, key: str) -> tuple[Image.Image, bytes | None]:
-        """The processed image and, when the last op encodes, the exact bytes it wrote."""
-        plans, _ = self.plan(key, img.size)
-        data = None
-        for i, (op, params) in enumerate(zip(self.ops, plans)):
-            if i == len(self.ops) - 1 and op.encodes:
-                data = op.encode(img, params)
-                img = op.decode(data)
-            else:
-                img = op.apply(img, params)
-        return img, data
-
-    def __call__(self, img: Image.Image, key: str) -> Image.Image:
-        return self.process(img, key)[0]
+        chain.append(OP_CLASSES[op](spec, name))
+    return chain
