@@ -62,13 +62,31 @@ def quiet_libraries() -> None:
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).handlers.clear()
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
-    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+    # each filter names one warning (message, category, the module that emits it); anything else shows.
+    # Lightning's PossibleUserWarning is a UserWarning: matching that spares importing Lightning here.
+    # the detector is frozen in eval mode on purpose (BatchNorm statistics stay); only the head trains
+    warnings.filterwarnings(
+        "ignore", r".*module\(s\) in eval mode at the start of training", UserWarning, r"lightning\.pytorch\.loops"
+    )
     # our batch samplers return every index (extract() checks each row exactly once)
     warnings.filterwarnings(
-        "ignore", message=r".*custom batch sampler.*(SizeBucketBatchSampler|StackedBatches|ShardedBatches).*"
+        "ignore",
+        r".*custom batch sampler `(SizeBucketBatchSampler|StackedBatches|ShardedBatches)` for prediction",
+        UserWarning,
+        r"lightning\.pytorch\.utilities\.data",
     )
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    # Lightning 2.6's own pytree helper still builds torch's deprecated LeafSpec: nothing we call
+    warnings.filterwarnings(
+        "ignore", r".*isinstance\(treespec, LeafSpec\)", FutureWarning, r"lightning\.pytorch\.utilities\._pytree"
+    )
+    # num_workers=auto already takes one worker per core (at most 8): a smaller value is set on purpose
+    warnings.filterwarnings(
+        "ignore", r".*does not have many workers", UserWarning, r"lightning\.pytorch\.trainer\.connectors"
+    )
+    # diffusers 0.42 still passes local_dir_use_symlinks to huggingface_hub 2.x, which ignores it
+    warnings.filterwarnings(
+        "ignore", r"The `local_dir_use_symlinks` argument is deprecated", UserWarning, r"huggingface_hub\.utils"
+    )
 
 
 def set_threads(threads: int) -> None:
