@@ -39,9 +39,9 @@ def calibration_thresholds(
 ) -> dict[str, float]:
     """Per model, the threshold that maximises balanced accuracy on validation images, scored the
     way the test set is (native size, no post-processing): chosen before the test set is seen."""
-    dataset = EvalImages(samples, Chain("clean", [], seed), preprocess)
-    rows = store.rows("images", [("train_data val [clean, calibration]", dataset)], logits=True, batch_size=batch_size)
-    logits = model_logits(rows[0], heads)
+    logits = score_images(
+        store, samples, preprocess, heads, "train_data val [clean, calibration]", batch_size, seed, setting="clean"
+    )
     labels = logits.pop("label")
     if not (labels == 0).any() or not (labels == 1).any():
         raise DearError(
@@ -96,10 +96,11 @@ def score_images(
     describe: str,
     batch_size: int = 64,
     seed: int = 0,
+    setting: str = "none",
 ) -> dict[str, torch.Tensor]:
     """Logits of the base detector and each head for images as they are (no post-processing): the
     extraction path evaluation uses, so task=predict scores an image exactly as task=evaluate does."""
-    dataset = EvalImages(samples, Chain("none", [], seed), preprocess)
+    dataset = EvalImages(samples, Chain(setting, [], seed), preprocess)
     rows = store.rows("images", [(describe, dataset)], logits=True, batch_size=batch_size)
     return model_logits(rows[0], heads)
 
