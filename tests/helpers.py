@@ -35,3 +35,11 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *fragments: st
     for fragment in fragments:
         assert fragment in line, (fragment, line)
     return line
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file, the file closed after reading."""
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))

@@ -1,6 +1,5 @@
 """task=census: counts, formats, JPEG share, resolution buckets and warnings, in-process and via the CLI."""
 
-import csv
 import json
 import shutil
 from pathlib import Path
@@ -9,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from dear_exp.tasks import census
-from tests.helpers import run_cli
+from tests.helpers import read_csv, run_cli
 
 
 def _image(path: Path, fmt: str, size: tuple[int, int] = (16, 16), seed: int = 0) -> None:
@@ -68,7 +67,7 @@ def test_census_counts_formats_buckets_and_warnings(compose_cfg, tmp_path: Path)
     ]
     out = Path(cfg.paths.output_dir)
     assert json.loads((out / "census.json").read_text())["warnings"] == result["warnings"]
-    rows = list(csv.DictReader(open(out / "census.csv")))
+    rows = read_csv(out / "census.csv")
     assert [(r["kind"], r["name"]) for r in rows][-3:] == [("subset", "a"), ("subset", "b"), ("subset", "c")]
     a_real = next(r for r in rows if r["name"] == "a/real")
     assert (a_real["n"], a_real["formats"], a_real["jpeg_share"]) == ("4", "JPEG:4", "1.0000")

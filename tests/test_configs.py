@@ -105,3 +105,29 @@ def test_every_detector_config_names_a_detector_of_the_package(compose_cfg, opti
     assert isinstance(cls, type) and issubclass(cls, Detector), det.net._target_
     assert cls.__module__.startswith("dear_exp.detectors.") and det.name and det.checkpoint
     assert len(det.preprocess.mean) == len(det.preprocess.std) == 3
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("augment.p_jitter=1.5", "augment.p_jitter=1.5 must be a number >= 0 and <= 1"),
+        ("augment.jpeg_quality=[80,20]", "augment.jpeg_quality=[80, 20] must be [low, high] with low <= high"),
+        ("augment.jpeg_quality=[30,101]", "augment.jpeg_quality=101 must be a whole number >= 1 and <= 100"),
+        ("augment.noise_var=10", "augment.noise_var=10 must be a [low, high] pair"),
+        ("augment.name=mixup", "augment.name='mixup' must be one of reference, crop_flip"),
+        ("prune.mode=both", "prune.mode='both' must be one of bilateral, high, low, random, none, released"),
+        ("prune.alpha_low=0.9", "prune.alpha_low=0.9 and prune.alpha_high=0.8 must satisfy"),
+        ("+prune.levels=2", "prune.levels is not a setting of prune"),
+        ("base_train.augment.crop=0", "base_train.augment.crop=0 must be a whole number >= 1"),
+    ],
+)
+def test_impossible_values_fail_in_the_schema(compose_cfg, override, message):
+    """Probabilities, [low, high] ranges, enums and the typed settings, checked before any work."""
+    import re
+
+    from dear_exp.errors import DearError
+    from dear_exp.schema import validate
+
+    with pytest.raises(DearError, match=re.escape(message)):
+        validate(compose_cfg(override))
+    validate(compose_cfg())  # the default config itself passes

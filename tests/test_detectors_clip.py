@@ -394,7 +394,9 @@ def test_ufd_config_loads_the_default_paths_end_to_end(compose_cfg, tmp_path: Pa
     save_torchscript(_with_text_tower(hf_to_openai(ref.state_dict(), 2)), tmp_path / "checkpoints/clip/ViT-L-14.pt")
     torch.save({"weight": fc.weight.detach(), "bias": fc.bias.detach()}, tmp_path / "checkpoints/ufd/fc_weights.pth")
     cfg = compose_cfg("detector=ufd", TINY_OVERRIDE)
-    module = DEARModule(build_detector(cfg.detector))
+    from dear_exp import schema
+
+    module = DEARModule(build_detector(cfg.detector), schema.build(cfg.head, "head"))
     x = _x()
     with torch.inference_mode():
         out = module.predict_step((x, torch.zeros(3), torch.arange(3)), 0)

@@ -12,7 +12,6 @@ and caches the demo's base detector under .cache/demo, which the DDP run then on
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 import shutil
@@ -24,7 +23,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from tests.helpers import run_cli
+from tests.helpers import read_csv, run_cli
 
 # train_data.batch_size=25 makes the refit's global batches split unevenly over the 2 ranks
 # (48 cached views -> batches of 25 and 23 -> rank slices 12/13 and 11/12), which exercises the
@@ -51,7 +50,7 @@ def _run(root: Path, name: str, *overrides: str) -> tuple[Path, Path, subprocess
 
 
 def _rows(out: Path) -> list[dict[str, str]]:
-    return list(csv.DictReader(open(out / "results.csv", newline="")))
+    return read_csv(out / "results.csv")
 
 
 def _ranks(out: Path, proc: subprocess.CompletedProcess[str]) -> set[tuple[int, int]]:

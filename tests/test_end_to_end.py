@@ -1,6 +1,5 @@
 """The demo in-process with fast_dev_run, and the 4-job multirun through the real CLI."""
 
-import csv
 import shutil
 from pathlib import Path
 
@@ -8,7 +7,7 @@ import pytest
 from safetensors.torch import load_file
 
 from dear_exp.__main__ import run_task
-from tests.helpers import run_cli
+from tests.helpers import read_csv, run_cli
 
 OUTPUTS = ("results.csv", "results.md", "rad_hist.png", "rad_scores.csv", "head.safetensors", "dissection.safetensors")
 
@@ -23,7 +22,7 @@ def test_demo_fast_dev_run_in_process(compose_cfg, tiny_demo: Path, tmp_path: Pa
     out = Path(cfg.paths.output_dir)
     for name in (*OUTPUTS, "racc_facc.png", "severity.png"):
         assert (out / name).is_file(), name
-    rows = list(csv.DictReader(open(out / "results.csv")))
+    rows = read_csv(out / "results.csv")
     # 4 models (base, the refit and random controls, DEAR) x 3 threshold policies x 2 settings x (3 generators + mean)
     assert len(rows) == 96
     assert {r["threshold_policy"] for r in rows} == {"logit0", "calibrated", "oracle"}
@@ -58,7 +57,7 @@ def test_four_job_multirun_each_with_its_own_wandb_run(tiny_demo: Path, tmp_path
     assert [j.name for j in jobs] == ["0", "1", "2", "3"]
     seen = set()
     for job in jobs:
-        rows = list(csv.DictReader(open(job / "results.csv")))
+        rows = read_csv(job / "results.csv")
         seen.add((rows[0]["alpha_low"], rows[0]["alpha_high"]))
         runs = list((job / "wandb").glob("offline-run-*"))
         assert len(runs) == 1, f"job {job.name}: expected its own W&B run, got {runs}"
@@ -111,7 +110,7 @@ def test_npr_flux_on_released_checkpoint_format_and_reference_layout(compose_cfg
     )
     run_task(cfg)
     out = Path(cfg.paths.output_dir)
-    rows = list(csv.DictReader(open(out / "results.csv")))
+    rows = read_csv(out / "results.csv")
     assert {r["subset"] for r in rows} == {"flux", "mean"}
     assert {r["postprocess"] for r in rows} == {"clean", "jpeg75", "webp75", "resize0.5", "jpeg50-95"}
     assert {r["benchmark"] for r in rows} == {"dear_flux"}
@@ -142,7 +141,7 @@ def test_evaluate_scores_the_released_detector_and_a_saved_head(compose_cfg, tin
     run_task(cfg)
     dear_rows = {
         (r["model"], r["threshold_policy"], r["subset"]): r
-        for r in csv.DictReader(open(Path(cfg.paths.output_dir) / "results.csv"))
+        for r in read_csv(Path(cfg.paths.output_dir) / "results.csv")
         if r["threshold_policy"] != "calibrated" and r["model"] in ("base", "dear")
     }
     head = Path(cfg.paths.output_dir) / "head.safetensors"
@@ -151,10 +150,7 @@ def test_evaluate_scores_the_released_detector_and_a_saved_head(compose_cfg, tin
     )
     cfg.paths.output_dir = str(tmp_path / "eval")
     run_task(cfg)
-    rows = {
-        (r["model"], r["threshold_policy"], r["subset"]): r
-        for r in csv.DictReader(open(tmp_path / "eval" / "results.csv"))
-    }
+    rows = {(r["model"], r["threshold_policy"], r["subset"]): r for r in read_csv(tmp_path / "eval" / "results.csv")}
     assert set(rows) == set(dear_rows)
     for key, row in rows.items():
         for metric in ("AUC", "AP", "R.Acc", "F.Acc"):

@@ -1,7 +1,6 @@
 """The real-checkpoint recipes run end to end on tiny data in the reference layout, each detector's
 weights saved in its released file format (randomly initialised: the plumbing, not the numbers)."""
 
-import csv
 import shutil
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import torch
 from hydra.utils import instantiate
 
 from dear_exp.__main__ import run_task
+from tests.helpers import read_csv
 from tests.test_end_to_end import _dear_layout
 
 WILD = ("Chameleon", "WildRF", "loki")
@@ -31,7 +31,7 @@ def user_root(tiny_demo: Path, tmp_path: Path) -> Path:
 
 
 def _rows(cfg) -> list[dict[str, str]]:
-    return list(csv.DictReader(open(Path(cfg.paths.output_dir) / "results.csv")))
+    return read_csv(Path(cfg.paths.output_dir) / "results.csv")
 
 
 def _save_released(cfg, fmt: str) -> None:
@@ -77,7 +77,7 @@ def test_corvi_ldm_dear_c_recipe_on_the_full_dear_layout(compose_cfg, user_root:
         "mean:generators",
         "mean:wild",
     }
-    kept = sum(1 for r in csv.DictReader(open(Path(cfg.paths.output_dir) / "rad_scores.csv")) if r["kept"] == "1")
+    kept = sum(1 for r in read_csv(Path(cfg.paths.output_dir) / "rad_scores.csv") if r["kept"] == "1")
     assert kept == 1230  # DEAR-c: 0.2 / 0.8 of 2048
 
 
@@ -121,5 +121,5 @@ def test_ufd_flux_dissects_patch_tokens_of_a_tiny_clip(compose_cfg, user_root: P
     torch.save({"weight": torch.randn(1, TINY["projection_dim"]), "bias": torch.zeros(1)}, fc)
     run_task(cfg)
     assert {r["subset"] for r in _rows(cfg)} == {"flux", "mean"}
-    kept = sum(1 for r in csv.DictReader(open(Path(cfg.paths.output_dir) / "rad_scores.csv")) if r["kept"] == "1")
+    kept = sum(1 for r in read_csv(Path(cfg.paths.output_dir) / "rad_scores.csv") if r["kept"] == "1")
     assert kept == 32 - 2 * 6  # hidden size 32: 6 pruned at each end

@@ -85,14 +85,16 @@ def test_export_formats_and_one_setting(compose_cfg, tmp_path: Path):
     run(_cfg(compose_cfg, src, dst, "task.setting=small", "task.format=jpeg", "task.jpeg_quality=80"))
     assert sorted(p.name for p in dst.iterdir()) == ["small"]
     out = dst / "small" / "real" / "r" / "0.jpg"
-    assert Image.open(out).format == "JPEG"
+    with Image.open(out) as image:
+        assert image.format == "JPEG"
     expected = io.BytesIO()
     Chain("small", SETTINGS["small"], 0)(Image.open(src / "real/r/0.png").convert("RGB"), "real/r/0.png").save(
         expected, format="JPEG", quality=80
     )
     assert out.read_bytes() == expected.getvalue()
     run(_cfg(compose_cfg, src, tmp_path / "png", "task.setting=[clean,jpeg]", "task.format=png"))
-    assert Image.open(tmp_path / "png" / "clean" / "real" / "r" / "1.png").format == "PNG"
+    with Image.open(tmp_path / "png" / "clean" / "real" / "r" / "1.png") as image:
+        assert image.format == "PNG"
     assert (tmp_path / "png" / "jpeg" / "real" / "r" / "1.jpg").is_file()  # encoded bytes are never re-encoded
 
 

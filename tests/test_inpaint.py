@@ -245,9 +245,10 @@ def test_generate_resume_and_rerun_byte_identical(compose_cfg, tmp_path, tiny_pi
     summary = _summary(cfg)
     assert summary["failures"][0]["stem"] == "broken" and "corrupt or unreadable" in summary["failures"][0]["reason"]
     for stem, (w, h) in zip(stems, SIZES):
-        inpaint = Image.open(out / IMAGE_DIR / f"{stem}_inpaint.png")
+        with Image.open(out / IMAGE_DIR / f"{stem}_inpaint.png") as inpaint:
+            assert inpaint.size == (w, h) and inpaint.mode == "RGB"
         mask = np.asarray(Image.open(out / MASK_DIR / f"{stem}_mask.png"))
-        assert inpaint.size == (w, h) and inpaint.mode == "RGB" and mask.shape == (h, w)
+        assert mask.shape == (h, w)
         expected = rect_mask(w, h, sample_rect(item_seed(0, stem), w, h))  # seeded per image from its stem
         assert np.array_equal(mask, np.asarray(expected)) and 0.02 <= (mask == 255).mean() <= 0.2
     assert not list(out.rglob("*_alpha.png")) and not list(out.rglob(".*"))

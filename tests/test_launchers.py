@@ -1,6 +1,5 @@
 """Launcher configs compose to what SLURM and joblib need, and parallel jobs share the cache."""
 
-import csv
 import shutil
 from pathlib import Path
 
@@ -9,7 +8,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from dear_exp.__main__ import CONF_DIR
-from tests.helpers import run_cli
+from tests.helpers import read_csv, run_cli
 
 
 def _hydra(*overrides: str):
@@ -72,7 +71,7 @@ def test_two_parallel_jobs_share_one_cache(tiny_demo: Path, tmp_path: Path):
     assert len(heads) == 5
     # each of the 13 feature entries and the refit control was computed by exactly one job and read by the other
     assert len(hits) == 14, (computed, hits)
-    rows = [list(csv.DictReader(open(root / "sweep" / str(j) / "results.csv"))) for j in (0, 1)]
+    rows = [read_csv(root / "sweep" / str(j) / "results.csv") for j in (0, 1)]
     base = [[r["AUC"] for r in job if r["model"] == "base"] for job in rows]
     assert base[0] == base[1]
     assert {rows[0][0]["alpha_low"], rows[1][0]["alpha_low"]} == {"0.1", "0.2"}

@@ -5,10 +5,10 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from dear_exp import build
+from dear_exp import build, schema
 from dear_exp.detectors import build_detector, preprocess_of
 from dear_exp.dissect import rad_scores
-from dear_exp.prune import channel_mask
+from dear_exp.prune import PruneSettings, channel_mask
 from dear_exp.refit import DEARModule, RefitDataModule
 
 
@@ -23,6 +23,13 @@ def _setup(compose_cfg, tiny_demo: Path, *overrides: str):
     pre = preprocess_of(cfg.detector)
     data = RefitDataModule(build.train_data(cfg, pre, cfg.augment, 8), build.diag_data(cfg, pre))
     return cfg, detector, pre, data
+
+
+def _head(cfg, *overrides: str):
+    """The head settings of `cfg` with overrides (as on the command line)."""
+    from omegaconf import OmegaConf
+
+    return schema.build(OmegaConf.merge(cfg.head, OmegaConf.from_dotlist(list(overrides))), "head")
 
 
 def _trainer(tmp_path: Path, callbacks, **kw) -> L.Trainer:
@@ -40,8 +47,8 @@ def _trainer(tmp_path: Path, callbacks, **kw) -> L.Trainer:
 
 def test_mode_none_gives_the_detectors_own_logits_before_refit(compose_cfg, tiny_demo, tmp_path):
     cfg, detector, pre, data = _setup(compose_cfg, tiny_demo, "prune=none", "head.init=detector")
-    model = DEARModule(detector, init="detector")
-    model.head.set_mask(channel_mask("none", None, 512, 0.2, 0.8, 0))
+    model = DEARModule(detector, _head(cfg))
+    model.head.set_mask(channel_mask(PruneSettings("none", 0.2, 0.8, 0), None, 512))
     assert model.head.mask.sum() == model.head.mask.numel()
     bench = build.benchmark(cfg, pre)
     bench.setup("predict")
@@ -56,15 +63,15 @@ def test_mode_none_gives_the_detectors_own_logits_before_refit(compose_cfg, tiny
 
 
 def test_only_the_head_trains_and_batchnorm_statistics_stay(compose_cfg, tiny_demo, tmp_path):
-    _, detector, _, data = _setup(compose_cfg, tiny_demo)
-    model = DEARModule(detector, lr=1e-2)
+    cfg, detector, _, data = _setup(compose_cfg, tiny_demo)
+    model = DEARModule(detector, _head(cfg, "lr=1e-2"))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"head.linear.weight", "head.linear.bias"}
     before = {k: v.clone() for k, v in model.detector.state_dict().items()}
     head_before = model.head.linear.weight.clone()
     data.setup("fit")
     scores, stats = rad_scores(data.diagnostic, model.detector, torch.device("cpu"))
-    model.head.set_mask(channel_mask("bilateral", scores, 512, 0.2, 0.8, 0))
+    model.head.set_mask(channel_mask(PruneSettings("bilateral", 0.2, 0.8, 0), scores, 512))
     _trainer(tmp_path, [], max_steps=3, limit_val_batches=1).fit(model, datamodule=data)
     after = model.detector.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), "the frozen detector changed"
@@ -73,7 +80,7 @@ def test_only_the_head_trains_and_batchnorm_statistics_stay(compose_cfg, tiny_de
     assert stats["images"] > 0
 
 
-def test_released_gate_becomes_the_mask_and_reproduces_the_release(tmp_path):
+def test_released_gate_becomes_the_mask_and_reproduces_the_release(compose_cfg, tmp_path):
     import pytest
 
     from dear_exp.detectors.npr import NPR
@@ -86,14 +93,14 @@ def test_released_gate_becomes_the_mask_and_reproduces_the_release(tmp_path):
     detector.gate.copy_(gate)
     with torch.no_grad():
         detector.fc.weight.normal_()
-    model = DEARModule(detector, init="detector")
-    model.head.set_mask(channel_mask("released", None, 2048, 0.2, 0.8, 0, detector.released_mask()))
+    model = DEARModule(detector, _head(compose_cfg(), "init=detector"))
+    model.head.set_mask(channel_mask(PruneSettings("released", 0.2, 0.8, 0), None, 2048, detector.released_mask()))
     assert torch.equal(model.head.mask, gate)
     x = torch.randn(2, 3, 32, 32)
     out = model.predict_step((x, torch.zeros(2), torch.arange(2)), 0)
     assert torch.allclose(out["dear"], out["base"], atol=1e-5)
     with pytest.raises(DearError, match="prune.mode=released needs a detector whose checkpoint ships a channel mask"):
-        channel_mask("released", None, 512, 0.2, 0.8, 0, NPR().released_mask())
+        channel_mask(PruneSettings("released", 0.2, 0.8, 0), None, 512, NPR().released_mask())
 
 
 def test_dissection_without_augmentation_reads_native_sizes(compose_cfg, tiny_demo):

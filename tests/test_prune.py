@@ -34,7 +34,7 @@ def test_random_mode_prunes_as_many_seeded():
 
 @pytest.mark.parametrize(("lo", "hi"), [(0.5, 0.5), (0.8, 0.2), (-0.1, 0.5), (0.2, 1.5)])
 def test_impossible_levels_are_refused(lo, hi):
-    with pytest.raises(DearError, match="alpha_low < alpha_high"):
+    with pytest.raises(DearError, match=r"prune\.alpha_(low|high)=.*(alpha_low < alpha_high|must be a number)"):
         build_mask(torch.randn(16), "bilateral", lo, hi)
 
 
@@ -62,5 +62,5 @@ def test_float_noise_does_not_change_counts_and_a_closed_band_is_refused():
 
 
 def test_unknown_mode():
-    with pytest.raises(DearError, match="prune.mode"):
+    with pytest.raises(DearError, match=r"prune\.mode='both' must be one of bilateral, .*released"):
         build_mask(torch.randn(4), "both", 0.2, 0.8)

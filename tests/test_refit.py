@@ -3,7 +3,6 @@ convergence reporting, and the controls of a task=dear run."""
 
 from __future__ import annotations
 
-import csv
 import logging
 import shutil
 from pathlib import Path
@@ -15,6 +14,7 @@ from safetensors.torch import load_file
 
 from dear_exp.__main__ import run_task
 from dear_exp.refit import newton_fit
+from tests.helpers import read_csv
 
 
 def _problem(seed: int = 0, channels: int = 12):
@@ -130,9 +130,9 @@ def test_dear_run_fits_the_controls_and_the_refit_matches_a_reference_fit(compos
     cfg = compose_cfg("+experiment=demo", "+debug=default", "postprocess=clean", root=root)
     run_task(cfg)
     out = Path(cfg.paths.output_dir)
-    rows = list(csv.DictReader(open(out / "results.csv")))
+    rows = read_csv(out / "results.csv")
     assert list(dict.fromkeys(r["model"] for r in rows)) == ["base", "refit", "random", "dear"]
-    fits = [r for r in csv.DictReader(open(out / "refit.csv")) if r["chosen"] == "True"]
+    fits = [r for r in read_csv(out / "refit.csv") if r["chosen"] == "True"]
     assert [f["model"] for f in fits] == ["refit", "random", "dear"]
     assert all(f["converged"] == "True" and float(f["grad_max"]) <= 1e-9 for f in fits)
     heads = {
@@ -170,8 +170,7 @@ def test_dear_run_fits_the_controls_and_the_refit_matches_a_reference_fit(compos
     cfg.paths.output_dir = str(tmp_path / "eval")
     run_task(cfg)
     again = {
-        (r["model"], r["threshold_policy"], r["subset"]): r["AUC"]
-        for r in csv.DictReader(open(tmp_path / "eval" / "results.csv"))
+        (r["model"], r["threshold_policy"], r["subset"]): r["AUC"] for r in read_csv(tmp_path / "eval" / "results.csv")
     }
     assert {m for m, _, _ in again} == {"base", "refit"}
     assert all(
@@ -186,7 +185,7 @@ def test_prune_none_is_the_refit_alone_and_says_so(compose_cfg, tiny_demo: Path,
     cfg = compose_cfg("+experiment=demo", "+debug=default", "postprocess=clean", "prune=none", root=root)
     run_task(cfg)
     out = Path(cfg.paths.output_dir)
-    rows = list(csv.DictReader(open(out / "results.csv")))
+    rows = read_csv(out / "results.csv")
     assert {r["model"] for r in rows} == {"base", "refit"}
     assert {(r["prune_mode"], r["alpha_low"], r["alpha_high"]) for r in rows} == {("none", "", "")}
     assert not (out / "rad_hist.png").exists()
@@ -210,13 +209,11 @@ def test_controls_off_and_the_adam_recipe_keeps_its_best_epoch(compose_cfg, tiny
     )
     run_task(cfg)
     out = Path(cfg.paths.output_dir)
-    assert {r["model"] for r in csv.DictReader(open(out / "results.csv"))} == {"base", "dear"}
-    (fit,) = list(csv.DictReader(open(out / "refit.csv")))
+    assert {r["model"] for r in read_csv(out / "results.csv")} == {"base", "dear"}
+    (fit,) = read_csv(out / "refit.csv")
     assert fit["solver"] == "adam" and fit["model"] == "dear" and fit["epochs"] == "4"
     epochs = [
-        float(r["val/bacc"])
-        for r in csv.DictReader(open(next((out / "csv").glob("version_*/metrics.csv"))))
-        if r.get("val/bacc")
+        float(r["val/bacc"]) for r in read_csv(next((out / "csv").glob("version_*/metrics.csv"))) if r.get("val/bacc")
     ]
     assert len(epochs) == 4 and float(fit["val_bacc"]) == pytest.approx(max(epochs))
     assert float(fit["val_bacc_last"]) == pytest.approx(epochs[-1])

@@ -3,14 +3,13 @@ the same numbers whatever OMP_NUM_THREADS says, and the count is recorded where 
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_cli
+from tests.helpers import read_csv, run_cli
 
 
 def _fresh_run(tiny_demo: Path, root: Path, omp: str) -> Path:
@@ -37,7 +36,7 @@ def test_results_do_not_depend_on_omp_num_threads(tiny_demo: Path, tmp_path: Pat
     two = _fresh_run(tiny_demo, tmp_path / "omp2", "2")
     assert (one / "results.csv").read_bytes() == (two / "results.csv").read_bytes()
     assert (one / "refit.csv").read_bytes() == (two / "refit.csv").read_bytes()
-    rows = list(csv.DictReader(open(one / "results.csv")))
+    rows = read_csv(one / "results.csv")
     assert {r["threads"] for r in rows} == {"2"}
     checkpoints = sorted((tmp_path / "omp1" / ".cache" / "demo").glob("npr_base_*_threads2.pth"))
     assert len(checkpoints) == 1

@@ -1,6 +1,5 @@
 """Threshold policies on a constructed case, bootstrap intervals, group means, plots, compare."""
 
-import csv
 import shutil
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from dear_exp.data.datamodules import EvalSource
 from dear_exp.errors import DearError
 from dear_exp.metrics import best_threshold, bootstrap_intervals, detection_metrics, evaluate_predictions
 from dear_exp.report import compare_rows, markdown_table, plot_racc_facc, plot_severity, write_csv
-from tests.helpers import run_cli
+from tests.helpers import read_csv, run_cli
 
 REAL = torch.tensor([-1.0, 0.5, 1.0])
 FAKE = torch.tensor([2.0, 3.0, 0.8])
@@ -76,7 +75,7 @@ def test_bootstrap_intervals_bracket_the_estimate_and_are_seeded():
 def test_report_and_plots_render_from_a_fixed_results_csv(tmp_path: Path):
     rows = _rows(policies=("logit0", "oracle"))
     write_csv(tmp_path / "results.csv", rows, {"task": "dear", "detector": "npr"})
-    back = list(csv.DictReader(open(tmp_path / "results.csv")))
+    back = read_csv(tmp_path / "results.csv")
     assert len(back) == len(rows) and back[0]["detector"] == "npr"
     parsed = [{**r, **{k: float(r[k]) for k in ("AUC", "AP", "R.Acc", "F.Acc", "Acc", "Gap")}} for r in back]
     plot_racc_facc(tmp_path / "racc.png", parsed, "t")
@@ -138,7 +137,7 @@ def test_compare_and_predict_through_the_cli(tiny_demo: Path, tmp_path: Path):
     images = root / ".cache/demo/tiny-seed0/test/fake/gen_a"
     proc = run_cli("+debug=default", "task=predict", f"task.input={images}", "hydra.run.dir=out_predict", cwd=root)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    preds = list(csv.DictReader(open(root / "out_predict" / "predictions.csv")))
+    preds = read_csv(root / "out_predict" / "predictions.csv")
     assert [p["path"] for p in preds] == sorted(p.name for p in images.iterdir())
     assert all(p["verdict"] == ("fake" if float(p["logit"]) > 0 else "real") for p in preds)
     assert "scored 8 image(s)" in proc.stdout

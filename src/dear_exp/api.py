@@ -126,12 +126,8 @@ def prune_channels(
     scores: torch.Tensor, alpha_low: float = 0.2, alpha_high: float = 0.8, mode: str = "bilateral", seed: int = 0
 ) -> torch.Tensor:
     """The channel mask (1 = kept) of a prune mode: bilateral keeps the channels between the RAD quantiles."""
-    from dear_exp import schema
-
     p = PruneSettings(mode=mode, alpha_low=alpha_low, alpha_high=alpha_high, seed=seed)  # type: ignore[arg-type]
-    schema.check_settings(PruneSettings, vars(p), "prune")
-    p.check()
-    return channel_mask(p.mode, scores, scores.numel(), p.alpha_low, p.alpha_high, p.seed)
+    return channel_mask(p, scores, scores.numel())
 
 
 def refit_head(

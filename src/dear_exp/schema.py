@@ -1,8 +1,8 @@
 """The one schema of the config: every value a user sets is checked here, once, before any work.
 
 Two sources, read by one checker:
-- typed settings: the dataclasses of the stages (`refit.RefitSettings` for `head`, `prune.PruneSettings`
-  for `prune`) and the constructors that `_target_` groups name (datamodules, detectors, callbacks):
+- typed settings: the dataclasses of the stages that a group's `_target_` names (`refit.RefitSettings`
+  for `head`, `prune.PruneSettings` for `prune`; `Checked`, they check themselves when built) and the constructors that `_target_` groups name (datamodules, detectors, callbacks):
   a key's type and its allowed values (a `Literal`) come from the annotation, its range from the
   field's metadata (`min`, `max`, `gt`, `lt`, `len`);
 - `RULES`: the counts, sizes, rates, seeds and qualities wherever they appear in the tree, by key name.
@@ -56,6 +56,14 @@ RULES: dict[str, Rule] = {
     "guidance_scale": (float, 0, True, None, "7.5"),
     "num_inference_steps": (int, 1, True, None, "30"),
 }
+# a probability wherever it is: a key named p_<op> (augment.p_jpeg, ...)
+PROBABILITY: Rule = (float, 0, True, 1, "0.5")
+# [low, high] ranges by group and key (augment, base_train.augment): each end checked by the rule, low <= high
+RANGES: dict[str, Rule] = {
+    "augment.jpeg_quality": (int, 1, True, 100, "[30, 100]"),
+    "augment.noise_var": (float, 0, True, None, "[10, 50]"),
+    "augment.blur_sigma": (float, 0, True, None, "[0.0, 3.0]"),
+}
 # enumerations outside the typed settings: key path -> allowed values
 ENUMS: dict[str, tuple[str, ...]] = {
     "demo.scale": ("tiny", "demo", "bench"),
@@ -63,8 +71,6 @@ ENUMS: dict[str, tuple[str, ...]] = {
     "base_train.augment.name": ("reference", "crop_flip", "center_crop", "none"),
     "diag_data.rad_weight": ("mask", "alpha"),
 }
-# groups read through typed settings (the rest: RULES, ENUMS and the `_target_` constructors)
-SETTINGS = {"head": "dear_exp.refit.RefitSettings", "prune": "dear_exp.prune.PruneSettings"}
 
 
 def fail(key: str, value: Any, allowed: str, example: str) -> DearError:
@@ -95,6 +101,17 @@ def check_range(
         raise fail(key, value, allowed, example)
     if high is not None and value > high:
         raise fail(key, value, allowed, example)
+
+
+def check_interval(key: str, value: Any, rule: Rule) -> None:
+    """A [low, high] pair: two values, each within the rule, low <= high."""
+    example = rule[-1]
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise fail(key, value, "must be a [low, high] pair", example)
+    for v in value:
+        check_range(key, v, *rule[:-1], example)
+    if value[0] > value[1]:
+        raise fail(key, value, "must be [low, high] with low <= high", example)
 
 
 def check_value(key: str, value: Any, annotation: Any, meta: Mapping[str, Any] | None = None) -> None:
@@ -140,28 +157,40 @@ def check_value(key: str, value: Any, annotation: Any, meta: Mapping[str, Any] |
         raise fail(key, value, "must be a string", example or "...")
 
 
-def check_settings(cls: type, values: Mapping[str, Any], prefix: str) -> None:
-    """Every field of a settings dataclass: present, typed, in range; no key it does not know."""
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+def check_keys(cls: type, values: Mapping[str, Any], prefix: str) -> None:
+    """Every field of a settings dataclass present, no key it does not know."""
+    fields = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(values) - set(fields) - {"_target_"})
     if unknown:
         raise DearError(f"{prefix}.{unknown[0]} is not a setting of {prefix} (its settings: {', '.join(fields)})")
-    for name, f in fields.items():
+    for name in fields:
         if name not in values:
             raise DearError(f"{prefix}.{name} must be set (add {prefix}.{name}=... or use a {prefix} preset)")
-        check_value(f"{prefix}.{name}", values[name], hints[name], f.metadata)
 
 
-def settings(cls: type, group: DictConfig, prefix: str) -> Any:
+class Checked:
+    """A settings dataclass that checks itself when built (from Hydra or from Python alike): each field's
+    type and range from its annotation and metadata, then `check` for what no single value shows."""
+
+    prefix: typing.ClassVar[str]
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            check_value(f"{self.prefix}.{f.name}", getattr(self, f.name), hints[f.name], f.metadata)
+        self.check()
+
+    def check(self) -> None:
+        """What no single value shows (nothing by default)."""
+
+
+def settings(cls: type, group: DictConfig | Mapping[str, Any], prefix: str) -> Any:
     """A typed settings object from its config group, checked."""
-    values = {str(k): v for k, v in dict(OmegaConf.to_container(group, resolve=True)).items()}  # type: ignore[arg-type]
+    container = OmegaConf.to_container(group, resolve=True) if OmegaConf.is_config(group) else group
+    values = {str(k): v for k, v in dict(container).items()}  # type: ignore[arg-type]
     values.pop("_target_", None)
-    check_settings(cls, values, prefix)
-    obj = cls(**values)
-    if hasattr(obj, "check"):
-        obj.check()
-    return obj
+    check_keys(cls, values, prefix)
+    return cls(**values)
 
 
 def _leaves(node: Any, prefix: str) -> Iterator[tuple[str, Any]]:
@@ -169,22 +198,31 @@ def _leaves(node: Any, prefix: str) -> Iterator[tuple[str, Any]]:
         for k, v in node.items():
             yield from _leaves(v, f"{prefix}.{k}" if prefix else str(k))
     elif isinstance(node, list):
+        yield prefix, node  # the list as a whole (a [low, high] range), then each element as key[]
         for v in node:
-            yield from _leaves(v, prefix)
+            yield from _leaves(v, f"{prefix}[]")
     else:
         yield prefix, node
 
 
-def _check_target(key: str, node: dict[str, Any]) -> None:
-    """A `_target_` group's keys against its constructor's parameters and their annotations."""
+def _target(key: str, node: Mapping[str, Any]) -> Any:
     from hydra.utils import get_object
 
     try:
-        target = get_object(node["_target_"])
+        return get_object(node["_target_"])
     except Exception:
         raise DearError(
             f"{key}._target_={node['_target_']!r} cannot be imported; check the module and class name"
         ) from None
+
+
+def build(group: DictConfig, prefix: str) -> Any:
+    """The typed settings object a group's `_target_` names (e.g. `head` -> refit.RefitSettings), checked."""
+    return settings(_target(prefix, group), group, prefix)
+
+
+def _check_target(key: str, node: dict[str, Any], target: Any) -> None:
+    """A `_target_` group's keys against its constructor's parameters and their annotations."""
     init = target.__init__ if inspect.isclass(target) else target
     try:
         params = inspect.signature(init).parameters
@@ -211,24 +249,23 @@ def _is_missing(value: Any) -> bool:
 
 def validate(cfg: DictConfig) -> None:
     """The whole config, before any work: every typed group, every `_target_`, every counted value."""
-    from hydra.utils import get_class
-
     tree: dict[str, Any] = {}
     for k in cfg:
         try:
             tree[str(k)] = OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
         except Exception:  # an interpolation only a running Hydra job resolves (hydra:runtime.output_dir)
             tree[str(k)] = OmegaConf.to_container(cfg[k], resolve=False) if OmegaConf.is_config(cfg[k]) else None
-    for key, value in _leaves(tree, ""):
+    for item, value in _leaves(tree, ""):
+        key = item.replace("[]", "")
         name = key.split(".")[-1]
-        if name in RULES and value is not None and not _is_missing(value):
-            kind, low, inclusive, high, example = RULES[name]
-            check_range(key, value, kind, low, inclusive, high, example)
-        if key in ENUMS and value not in ENUMS[key]:
+        rule = RULES.get(name, PROBABILITY if name.startswith("p_") else None)
+        if rule is not None and value is not None and not isinstance(value, list) and not _is_missing(value):
+            check_range(key, value, *rule)
+        group_key = ".".join(key.split(".")[-2:])
+        if group_key in RANGES and value is not None and not item.endswith("[]"):
+            check_interval(key, value, RANGES[group_key])
+        if key in ENUMS and not isinstance(value, list) and value not in ENUMS[key]:
             raise fail(key, value, f"must be one of {', '.join(ENUMS[key])}", ENUMS[key][0])
-    for group, path in SETTINGS.items():
-        if group in cfg:
-            settings(get_class(path), cfg[group], group)
     workers = tree.get("num_workers")
     if workers != "auto" and not (isinstance(workers, int) and not isinstance(workers, bool) and workers >= 0):
         raise fail("num_workers", workers, "must be auto or a whole number >= 0", "0")
@@ -243,8 +280,12 @@ def validate(cfg: DictConfig) -> None:
 
     def walk(node: Any, key: str) -> None:
         if isinstance(node, dict):
-            if "_target_" in node and key.split(".")[0] not in SETTINGS and not key.startswith("hydra"):
-                _check_target(key, node)
+            if "_target_" in node and not key.startswith("hydra"):
+                target = _target(key, node)
+                if inspect.isclass(target) and issubclass(target, Checked):
+                    settings(target, node, key)
+                else:
+                    _check_target(key, node, target)
             for k, v in node.items():
                 walk(v, f"{key}.{k}" if key else str(k))
 

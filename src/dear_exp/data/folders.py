@@ -30,13 +30,19 @@ def visible(path: Path, folder: Path) -> bool:
     return not any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(folder).parts)
 
 
-def list_images(folder: Path, hint: str, exclude_suffixes: tuple[str, ...] = ()) -> list[Path]:
-    """Every image below folder, sorted by relative path so results never depend on listing order."""
-    require_dir(folder, hint)
-    files = sorted(
+def image_files(folder: Path) -> list[Path]:
+    """The one image listing: every visible image file below folder, sorted by relative path so that
+    results never depend on the file system's listing order."""
+    return sorted(
         (p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and visible(p, folder)),
         key=lambda p: p.relative_to(folder).as_posix(),
     )
+
+
+def list_images(folder: Path, hint: str, exclude_suffixes: tuple[str, ...] = ()) -> list[Path]:
+    """Every image below an existing folder (`image_files`), refusing an empty one."""
+    require_dir(folder, hint)
+    files = image_files(folder)
     files = [p for p in files if not p.stem.endswith(exclude_suffixes)] if exclude_suffixes else files
     if not files:
         raise DearError(f"no images in {folder}; {hint}")

@@ -6,9 +6,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +23,7 @@ from dear_exp.demo.generators import (
     to_uint8,
 )
 from dear_exp.demo.photos import DOWNSCALE_RANGE, PHOTO_NAMES, TRAIN_WIDTH_FRACTION, item_rng, sample_crop
-from dear_exp.files import write_atomic
+from dear_exp.files import atomic_dir, write_atomic
 
 # Bump whenever the content of a build changes, so that stale folders are noticed.
 _VERSION = 1
@@ -273,12 +270,6 @@ def ensure_demo_data(root: Path | str, scale: str = "demo", seed: int = 0) -> Pa
     with FileLock(str(root / f"{final.name}.lock")):
         if _is_built(final, scale, seed):
             return final
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=root))
-        try:
+        with atomic_dir(final) as tmp:
             _build(tmp, scale, seed)
-            os.chmod(tmp, 0o755)
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return final

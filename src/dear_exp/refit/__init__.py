@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -19,9 +19,10 @@ from dear_exp.cache import Tensors, tensors_fingerprint
 from dear_exp.detectors.base import Detector
 from dear_exp.errors import DearError
 from dear_exp.refit.adam import DEARModule, FeatureRefitDataModule, HeadModule, PlateauLRDrop, RefitDataModule, adam_fit
-from dear_exp.refit.head import MaskedLinearHead, load_head, save_head
+from dear_exp.refit.head import MaskedLinearHead, load_head, save_head, starting_head
 from dear_exp.refit.newton import NewtonFit, Solve, newton_fit
 from dear_exp.refit.rows import Views, view_rows
+from dear_exp.refit.settings import RefitSettings
 from dear_exp.report import MODEL_NAMES
 
 if TYPE_CHECKING:
@@ -47,37 +48,6 @@ __all__ = [
     "view_rows",
 ]
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RefitSettings:
-    """The `head` config group (conf/head/*.yaml holds the values; dear_exp.schema checks them).
-
-    l2: strengths tried by newton, strongest first (the validation split picks one); tol and max_iter:
-    newton's convergence test and budget; lr, betas, weight_decay, max_epochs: adam's."""
-
-    solver: Literal["newton", "adam"]
-    mode: Literal["cached", "online"]
-    init: Literal["zeros", "detector"]
-    views: int = field(metadata={"min": 1, "example": 4})
-    inpaint_weight: float = field(metadata={"min": 0.0, "example": 1.0})
-    l2: list[float] = field(metadata={"gt": 0.0, "example": [0.01]})
-    tol: float = field(metadata={"gt": 0.0, "example": 1e-9})
-    max_iter: int = field(metadata={"min": 1, "example": 100})
-    lr: float = field(metadata={"gt": 0.0, "example": 1e-4})
-    betas: list[float] = field(metadata={"min": 0.0, "lt": 1.0, "len": 2, "example": [0.9, 0.999]})
-    weight_decay: float = field(metadata={"min": 0.0, "example": 0.0})
-    max_epochs: int = field(metadata={"min": 1, "example": 30})
-
-    def check(self) -> None:
-        """What no single value shows."""
-        if self.mode == "online" and self.solver != "adam":
-            raise DearError(
-                "head.mode=online trains through the backbone at every step, which needs head.solver=adam "
-                "(head=reference); head.solver=newton solves on the cached rows (head.mode=cached)"
-            )
-        if not self.l2:
-            raise DearError("head.l2=[] must list at least one L2 strength > 0 (e.g. head.l2=[0.01])")
 
 
 @dataclass
@@ -149,12 +119,7 @@ def refit_heads(
     head.mode=online instead; trainer_for(name): a fresh Lightning trainer for each Adam fit;
     batch_sizes: adam's (training, inpaint) batch sizes on the cached rows."""
     s, device = settings, torch.device(device)
-    own = detector.linear_head() if s.init == "detector" else None
-    if s.init == "detector" and own is None:
-        raise DearError(
-            "head.init=detector needs a classifier on the pooled dissected layer; "
-            "this detector has layers after it: use head.init=zeros"
-        )
+    own = starting_head(detector, s.init)
     if (rows is None) == (online is None):
         raise ValueError("give the cached rows or the online data, not both")
     fits = []
@@ -174,21 +139,14 @@ def refit_heads(
             continue
         if trainer_for is None:
             raise ValueError("head.solver=adam fits through Lightning: give trainer_for")
-        common = {
-            "lr": s.lr,
-            "betas": tuple(s.betas),
-            "weight_decay": s.weight_decay,
-            "init": s.init,
-            "inpaint_weight": s.inpaint_weight,
-        }
         module: HeadModule
         data: L.LightningDataModule
         if rows is not None:
-            module = HeadModule(detector.feature_channels, own_head=own, **common)  # type: ignore[arg-type]
+            module = HeadModule(detector.feature_channels, s, own)
             data = FeatureRefitDataModule(*rows, s.views, *batch_sizes, seed)
         else:
             assert online is not None
-            module, data = DEARModule(detector, **common), online  # type: ignore[arg-type]
+            module, data = DEARModule(detector, s), online
         module.head.set_mask(mask)
         summary = adam_fit(module, data, trainer_for(name))
         fits.append(HeadFit(name, module.head.cpu().eval(), {"kept": int(mask.sum()), **summary}, []))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
 import torch
@@ -27,8 +27,8 @@ from dear_exp.data.samplers import ShardedBatches
 from dear_exp.data.seeding import item_seed
 from dear_exp.detectors.base import Detector
 from dear_exp.distributed import rank_world
-from dear_exp.errors import DearError
-from dear_exp.refit.head import MaskedLinearHead, balanced_accuracy
+from dear_exp.refit.head import MaskedLinearHead, balanced_accuracy, starting_head
+from dear_exp.refit.settings import RefitSettings
 
 log = logging.getLogger(__name__)
 
@@ -41,38 +41,19 @@ class HeadModule(L.LightningModule):
     mean over the same global batch: the same samples, none duplicated or dropped.
     """
 
-    def __init__(
-        self,
-        channels: int,
-        lr: float = 1e-4,
-        betas: tuple[float, float] = (0.9, 0.999),
-        weight_decay: float = 0.0,
-        init: Literal["zeros", "detector"] = "zeros",
-        inpaint_weight: float = 1.0,
-        own_head: nn.Linear | None = None,
-    ) -> None:
+    def __init__(self, channels: int, settings: RefitSettings, start: nn.Linear | None) -> None:
+        """start: the classifier to start from (`refit.head.starting_head`), None for zeros."""
         super().__init__()
         self.head = MaskedLinearHead(channels)
-        self.lr, self.betas, self.weight_decay = lr, tuple(betas), weight_decay
-        self.inpaint_weight = inpaint_weight
-        self.init_head(init, own_head)
-        self.val_bacc = balanced_accuracy()
-
-    def init_head(self, init: str, own_head: nn.Linear | None) -> None:
-        """`zeros` (reference) or `detector`: start from the detector's own classifier."""
+        self.lr, self.betas, self.weight_decay = settings.lr, tuple(settings.betas), settings.weight_decay
+        self.inpaint_weight = settings.inpaint_weight
         with torch.no_grad():
-            if init == "zeros":
+            if start is None:
                 self.head.linear.weight.zero_()
                 self.head.linear.bias.zero_()
-            elif init == "detector":
-                if own_head is None:
-                    raise DearError(
-                        "head.init=detector needs a classifier on the pooled dissected layer; "
-                        "this detector has layers after it: use head.init=zeros"
-                    )
-                self.head.linear.load_state_dict(own_head.state_dict())
             else:
-                raise DearError(f"head.init must be zeros or detector, not {init!r}")
+                self.head.linear.load_state_dict(start.state_dict())
+        self.val_bacc = balanced_accuracy()
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return x  # rows are already pool(F)
@@ -125,17 +106,8 @@ class DEARModule(HeadModule):
     the reference. `predict_step` returns the detector's own logit and the DEAR logit from one pass.
     """
 
-    def __init__(
-        self,
-        detector: Detector,
-        lr: float = 1e-4,
-        betas: tuple[float, float] = (0.9, 0.999),
-        weight_decay: float = 0.0,
-        init: Literal["zeros", "detector"] = "zeros",
-        inpaint_weight: float = 1.0,
-    ) -> None:
-        own = detector.linear_head() if init == "detector" else None
-        super().__init__(detector.feature_channels, lr, betas, weight_decay, init, inpaint_weight, own)
+    def __init__(self, detector: Detector, settings: RefitSettings) -> None:
+        super().__init__(detector.feature_channels, settings, starting_head(detector, settings.init))
         self.detector = detector.eval()
         for p in self.detector.parameters():
             p.requires_grad_(False)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from dear_exp.detectors.base import Detector
 from dear_exp.errors import DearError
 
 
@@ -30,6 +31,19 @@ class MaskedLinearHead(nn.Module):
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.linear(pooled.to(self.mask.dtype) * self.mask).squeeze(1)
+
+
+def starting_head(detector: Detector, init: str) -> nn.Linear | None:
+    """The refit's starting point: None (zeros, the reference) or the detector's own classifier."""
+    if init == "zeros":
+        return None
+    own = detector.linear_head()
+    if own is None:
+        raise DearError(
+            "head.init=detector needs a classifier on the pooled dissected layer; "
+            "this detector has layers after it: use head.init=zeros"
+        )
+    return own
 
 
 def balanced_accuracy() -> MulticlassAccuracy:

@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
-    head: RefitSettings = schema.settings(RefitSettings, cfg.head, "head")
-    prune: PruneSettings = schema.settings(PruneSettings, cfg.prune, "prune")
+    head: RefitSettings = schema.build(cfg.head, "head")
+    prune: PruneSettings = schema.build(cfg.prune, "prune")
     build.ensure_demo(cfg, [cfg.train_data.root, cfg.diag_data.root, cfg.benchmark.root])
     ensure_detector(cfg)
     L.seed_everything(cfg.seed, workers=True)

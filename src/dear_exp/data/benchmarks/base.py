@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from dear_exp.data.folders import FAKE, IMAGE_EXTENSIONS, REAL, Sample, require_dir, visible
+from dear_exp.data.folders import FAKE, REAL, Sample, image_files, require_dir, visible
 from dear_exp.errors import DearError
 
 if TYPE_CHECKING:
@@ -90,11 +90,7 @@ class Builder:
         samples = []
         for folder in folders:
             require_dir(folder, self.hint)
-            files = [
-                p
-                for p in folder.rglob("*")
-                if p.suffix.lower() in IMAGE_EXTENSIONS and visible(p, folder) and p.is_file()
-            ]
+            files = image_files(folder)
             if not files and not self.allow_empty:
                 raise DearError(f"no images in {folder}; {self.hint}")
             samples += [Sample(p, label, key_of(p, self.root)) for p in files]
