@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import run_cli
+from tests.helpers import read_csv, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -97,5 +97,5 @@ def test_the_readme_manifest_command_scores_a_folder(tiny_demo: Path, tmp_path: 
     proc = run_cli(*args, "logger=none", "postprocess=clean", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = next((tmp_path / "logs").rglob("results.csv"))
-    rows = list(csv.DictReader(results.open()))
+    rows = read_csv(results)
     assert {r["subset"] for r in rows} >= {"gen_a"} and {r["model"] for r in rows} == {"base"}
