@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dear_exp.tasks import census
+from dear_exp.__main__ import run_task
 from tests.helpers import read_csv, run_cli
 
 
@@ -36,7 +36,7 @@ def test_census_counts_formats_buckets_and_warnings(compose_cfg, tmp_path: Path)
     data = tmp_path / "bench"
     _biased_tree(data)
     cfg = compose_cfg("task=census", "benchmark=forensynths", f"benchmark.root={data}")
-    result = census.run(cfg)
+    result = run_task(cfg)
     sources = {s["name"]: s for s in result["sources"]}
     assert {k: (s["role"], s["n"]) for k, s in sources.items()} == {
         "a/real": ("real", 4),
@@ -89,3 +89,19 @@ def test_census_cli_exits_zero_and_writes_its_files(tmp_path: Path):
     assert "format bias" in proc.stdout + proc.stderr
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / ".cache").exists()
     assert not list(runs[0].glob("wandb")), "the census starts no logger"
+
+
+def test_census_decodes_what_it_reports_readable(compose_cfg, tmp_path: Path):
+    """A truncated PNG keeps an intact header: the census decodes it and counts it unreadable; a 16-bit
+    grey PNG is readable (and decoded to the right 8-bit values, tests/test_data.py)."""
+    data = tmp_path / "bench"
+    for i in range(3):
+        _image(data / f"a/0_real/r{i}.png", "PNG", (64, 64), seed=i)
+        _image(data / f"a/1_fake/f{i}.png", "PNG", (64, 64), seed=10 + i)
+    cut = data / "a/1_fake/f1.png"
+    cut.write_bytes(cut.read_bytes()[:300])
+    Image.fromarray(np.full((64, 64), 40000, np.uint16)).save(data / "a/0_real/deep.png")
+    result = run_task(compose_cfg("task=census", "benchmark=forensynths", f"benchmark.root={data}"))
+    sources = {s["name"]: s for s in result["sources"]}
+    assert sources["a"]["unreadable"] == ["a/1_fake/f1.png"]
+    assert sources["a/real"]["unreadable"] == [] and sources["a/real"]["n"] == 4

@@ -152,3 +152,30 @@ def test_hub_download_lands_atomically_and_is_checked(compose_cfg, tmp_path: Pat
     assert calls == [{"repo_id": "someone/npr", "filename": "NPR.pth", "revision": None}]
     assert torch.equal(_reference_logits(detector), _reference_logits(source))
     assert sorted(p.name for p in (tmp_path / "checkpoints/npr").iterdir()) == ["NPR.pth"]  # no temp file left
+
+
+class SystemCall:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("true",))
+
+
+def test_each_kind_of_bad_checkpoint_gets_its_own_message(tmp_path: Path):
+    """Code in a pickle is refused for safety (whatever torch's wording: 'Unsupported global' for an
+    unknown class, 'blocked' for os.system); text, empty files, folders and HTML pages say what they are."""
+    cases = {
+        "code.pth": (lambda p: torch.save({"model": SystemCall()}, p), "refusing to load .* for safety"),
+        "module.pth": (lambda p: torch.save({"fc": torch.nn.Linear(2, 2)}, p), "refusing to load .* for safety"),
+        "text.pth": (lambda p: p.write_text("weights go here\n"), "a text file, not a torch checkpoint"),
+        "page.pth": (lambda p: p.write_text("<!DOCTYPE html><html>login</html>"), "an HTML page, not weights"),
+        "empty.pth": (lambda p: p.write_bytes(b""), "is an empty file"),
+        "folder.pth": (lambda p: p.mkdir(), "is a folder, not a file"),
+        "cut.pth": (lambda p: (torch.save(NPR().state_dict(), p), p.write_bytes(p.read_bytes()[:5000])), "truncated"),
+    }
+    for name, (make, message) in cases.items():
+        path = tmp_path / name
+        make(path)
+        with pytest.raises(DearError, match=message) as err:
+            read_state_dict(path)
+        assert "\n" not in str(err.value), (name, str(err.value))

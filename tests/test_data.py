@@ -167,3 +167,24 @@ def test_hidden_files_are_not_images(tmp_path: Path):
         "00.png",
         "01.png",
     ]
+
+
+def test_wide_and_float_images_are_decoded_right_or_refused(tmp_path: Path):
+    """PIL's convert("RGB") clips 16-bit grey at 255 (all white); load_image scales it to 8 bits;
+    floating-point samples have no agreed scale and are refused in one line."""
+    import numpy as np
+    from PIL import Image
+
+    from dear_exp.data.images import load_image
+
+    ramp = (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "grey16.png")
+    with Image.open(tmp_path / "grey16.png") as raw:
+        assert raw.mode == "I;16" and (np.asarray(raw.convert("RGB")) == 255).mean() > 0.9  # what PIL alone gives
+    got = np.asarray(load_image(tmp_path / "grey16.png"))
+    assert got.shape == (64, 64, 3) and (got[..., 0] == got[..., 2]).all()
+    assert np.array_equal(got[..., 0], np.round(ramp / 257).astype(np.uint8))
+    assert np.array_equal(np.asarray(load_image(tmp_path / "grey16.png", mode="L")), got[..., 0])
+    Image.fromarray(np.random.default_rng(0).random((8, 8)).astype(np.float32)).save(tmp_path / "float.tiff")
+    with pytest.raises(DearError, match=r"float.tiff holds floating-point samples .* convert it to an 8-bit"):
+        load_image(tmp_path / "float.tiff")

@@ -162,7 +162,7 @@ def test_mean_rows_count_a_shared_real_set_once():
 
 
 def test_compare_over_seeds_gives_mean_and_sd_per_configuration(compose_cfg, tmp_path: Path):
-    from dear_exp.tasks.compare import run as compare
+    from dear_exp.__main__ import run_task as compare
 
     identity = {"task": "dear", "detector": "npr", "benchmark": "demo", "prune_mode": "bilateral", "alpha_high": "0.8"}
     aucs = {("0.2", 0): 80.0, ("0.2", 1): 84.0, ("0.2", 2): 82.0, ("0.1", 0): 70.0, ("0.1", 1): 71.0}

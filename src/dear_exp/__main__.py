@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import importlib.resources
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -99,6 +101,30 @@ def set_threads(threads: int) -> None:
     log.info("torch uses %d CPU thread(s) (`threads`: recorded in the run identity and the feature cache key)", threads)
 
 
+# where runs write (key, a folder?): checked before any work, so a run never fails at its end on them
+DESTINATIONS = (
+    ("paths.output_dir", True),
+    ("paths.cache_dir", True),
+    ("cache.dir", True),
+    ("task.output", False),
+    ("task.dst", True),
+)
+
+
+def check_destinations(cfg: DictConfig) -> None:
+    from dear_exp.files import require_writable
+
+    for key, folder in DESTINATIONS:
+        value = OmegaConf.select(cfg, key, default=None)
+        if value not in (None, "", "???"):
+            require_writable(str(value), key, folder)
+
+
+def _is_rank_zero() -> bool:
+    """Rank 0 moves a run's artefacts into place (the ranks Lightning starts have RANK/LOCAL_RANK set)."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+
+
 def run_task(cfg: DictConfig) -> dict[str, Any]:
     from dear_exp import schema
     from dear_exp.build import finish_wandb
@@ -118,16 +144,55 @@ def run_task(cfg: DictConfig) -> dict[str, Any]:
     if cfg.task.name not in tasks:
         raise DearError(f"task={cfg.task.name} is not one of {', '.join(tasks)}")
     schema.validate(cfg)  # an impossible value stops the run in one line, before the config is printed
+    check_destinations(cfg)
     log.info("Config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
     set_threads(cfg.threads)
+    from dear_exp.files import staged
+
     try:
-        return tasks[cfg.task.name](cfg)
+        with staged(Path(cfg.paths.work_dir), Path(cfg.paths.output_dir), owner=_is_rank_zero()):
+            return tasks[cfg.task.name](cfg)
     finally:
         finish_wandb()
 
 
-def user_message(exc: BaseException) -> str | None:
-    """The one line for errors a user causes in the config; None for anything else (a bug)."""
+# what an OSError's errno means for the user, and what to do about it
+_OS_FIXES: dict[int, tuple[str, str]] = {
+    errno.ENOSPC: ("no space left on the device", "free space there, or point that path at a larger disk"),
+    errno.EDQUOT: ("disk quota exceeded", "free space there, or point that path at another disk"),
+    errno.EACCES: ("permission denied", "choose a location you can write to, or fix its permissions"),
+    errno.EPERM: ("operation not permitted", "choose a location you can write to, or fix its permissions"),
+    errno.EROFS: ("read-only file system", "choose a writable location"),
+    errno.ENOTDIR: ("a part of the path is a file, not a folder", "remove that file or choose another path"),
+    errno.EEXIST: ("a file is in the way", "remove it or choose another path"),
+    errno.EISDIR: ("is a folder, not a file", "give the path of a file"),
+    errno.ENOENT: ("no such file or folder", "check the path"),
+    errno.ENAMETOOLONG: ("the path is too long", "choose a shorter path"),
+}
+
+
+def os_message(exc: OSError) -> str:
+    """One line for a file-system error: what happened, on which path, how to fix it."""
+    what, fix = _OS_FIXES.get(exc.errno or -1, (exc.strerror or type(exc).__name__, "check the path and the disk"))
+    where = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p)
+    return f"{what}: {where or one_line(exc)}; {fix}"
+
+
+def full_disk(cfg: DictConfig) -> str | None:
+    """The folder among the run's own (output, cache) whose disk is full: a writer that is not an
+    OSError (torch.save's RuntimeError, safetensors' error) still fails for that reason."""
+    for key in ("paths.output_dir", "cache.dir", "paths.cache_dir"):
+        path = OmegaConf.select(cfg, key, default=None)
+        folder = Path(str(path)) if path else None
+        while folder is not None and not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if folder is not None and shutil.disk_usage(folder).free < 1 << 20:
+            return f"{key}={path}"
+    return None
+
+
+def user_message(exc: BaseException, cfg: DictConfig | None = None) -> str | None:
+    """The one line for errors a user (or the file system) causes; None for anything else (a bug)."""
     from hydra.errors import InstantiationException
     from omegaconf.errors import MissingMandatoryValue
 
@@ -139,7 +204,34 @@ def user_message(exc: BaseException) -> str | None:
     if isinstance(exc, InstantiationException):
         cause = exc.__cause__ or exc
         return f"cannot build {type(cause).__name__}: {one_line(cause)}; check the config group's values"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return os_message(exc)
+    full = full_disk(cfg) if cfg is not None else None
+    if full is not None:
+        return f"no space left on the device of {full} ({type(exc).__name__}: {one_line(exc)[:200]}); free space there"
     return None
+
+
+def composition_message(exc: BaseException) -> str:
+    """Hydra's composition errors (unknown option, misspelt key, bad override) in one line, keeping
+    the list of valid options."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if "Config search path:" in lines:
+        lines = lines[: lines.index("Config search path:")]
+    head, options = [], []
+    for line in lines:
+        (options if options or line.startswith("Available options") else head).append(line)
+    text = " ".join(head).removeprefix("In 'main': ")
+    override = getattr(exc, "override", None)
+    if type(exc).__name__ == "OverrideParseException":
+        bad = override or next((a for a in sys.argv[1:] if "[" in a or "(" in a or "{" in a), None)
+        text = f"cannot parse the override{f' {bad}' if bad else ''}: {text}"
+    if options:
+        text += f"; {options[0].rstrip(':').lower()}: {', '.join(options[1:])}"
+    cause = exc.__cause__
+    if cause is not None and str(cause).strip():
+        text += f" ({one_line(cause).split(' full_key:')[0]})"
+    return text
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="main")
@@ -148,8 +240,13 @@ def main(cfg: DictConfig) -> None:
     try:
         run_task(cfg)
     except Exception as exc:
-        message = user_message(exc)
+        message = user_message(exc, cfg)
         if message is None:
+            log.error(
+                "unexpected %s: this is a bug in dear-exp, not in your input; please report it with the "
+                "command and the traceback below",
+                type(exc).__name__,
+            )
             raise
         log.error(message)
         print(f"error: {message}", file=sys.stderr)
@@ -162,7 +259,21 @@ def entry() -> None:
     # deterministic=true on CUDA needs a fixed cuBLAS workspace, or torch refuses the first matmul
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     register_resolvers()
-    main()
+    # Hydra prints its own composition errors over several lines and exits 1; raised to us instead, they
+    # become one line and exit 2 like every other input error. A bug's traceback is printed whole.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        main()
+    except (HydraException, OmegaConfBaseException) as exc:
+        from hydra.errors import InstantiationException
+
+        if isinstance(exc, InstantiationException):
+            raise
+        print(f"error: {composition_message(exc)}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,60 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         raise
 
 
+@contextmanager
+def staged(work: Path, final: Path, owner: bool = True) -> Iterator[Path]:
+    """A run's artefacts are written below `work` (a hidden folder inside `final`); when the block ends
+    each is moved to the same place below `final`, and `work` removed; when it raises, `work` is
+    removed with everything in it. `owner`: this process (rank 0) moves and removes; the others write
+    nothing there. A killed run leaves only the hidden folder."""
+    if owner and work.exists():
+        shutil.rmtree(work)  # a killed earlier attempt in the same run folder
+    try:
+        yield work
+    except BaseException:
+        if owner:
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    if owner and work.is_dir():
+        _merge(work, final)
+        shutil.rmtree(work)
+
+
+def _merge(src: Path, dst: Path) -> None:
+    """Move every file below src to the same relative place below dst (replacing what is there)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for item in sorted(src.iterdir()):
+        target = dst / item.name
+        if item.is_dir() and not item.is_symlink():
+            if target.exists() and not target.is_dir():
+                target.unlink()
+            _merge(item, target)
+        else:
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            os.replace(item, target)
+
+
+def require_writable(path: Path | str, key: str, folder: bool = True) -> None:
+    """Refuse, before any work, a destination the run could not write at its end: below a regular file,
+    in a folder without write permission, or (`folder`) itself a file. Nothing is created here."""
+    from dear_exp.errors import DearError
+
+    path = Path(path).expanduser().absolute()
+    if path.exists():
+        if folder and not path.is_dir():
+            raise DearError(f"{key}={path} is a file, not a folder; choose a folder path")
+        if not folder and path.is_dir():
+            raise DearError(f"{key}={path} is a folder; give the path of a file to write")
+    parent = path if path.is_dir() else path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise DearError(f"{key}={path} lies below {parent}, which is a file, not a folder; choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DearError(f"{key}={path}: {parent} is not writable; choose a location you can write to")
+
+
 def write_atomic(path: Path, data: bytes | str) -> None:
     """Write to a temporary sibling, then rename: no reader sees a half-written file."""
     with atomic_path(path) as tmp:

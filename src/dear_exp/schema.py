@@ -270,6 +270,10 @@ def validate(cfg: DictConfig) -> None:
     if workers != "auto" and not (isinstance(workers, int) and not isinstance(workers, bool) and workers >= 0):
         raise fail("num_workers", workers, "must be auto or a whole number >= 0", "0")
     task = tree.get("task", {})
+    if "thresholds" in task and not task["thresholds"]:
+        raise DearError(
+            "task.thresholds=[] lists no threshold policy; give at least one (e.g. task.thresholds=[logit0])"
+        )
     unknown = [p for p in task.get("thresholds", []) or [] if p not in POLICIES]
     if unknown:
         raise DearError(

@@ -11,15 +11,37 @@ from PIL import Image, UnidentifiedImageError
 
 from dear_exp.errors import DearError
 
+# modes whose samples are integers above 8 bits: PIL's convert("RGB") clips them at 255 (a 16-bit
+# grey PNG becomes white), so they are scaled to 8 bits here instead
+WIDE_INTEGER_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
 
 def load_image(path: Path, mode: str = "RGB") -> Image.Image:
-    """Decode fully now, so a truncated or corrupt file fails here with its name."""
+    """Decode fully now, so a truncated or corrupt file fails here with its name. 16-bit greyscale is
+    scaled to 8 bits (x / 257, rounded); floating-point images have no agreed 8-bit scale: refused."""
     try:
         with Image.open(path) as img:
             img.load()
+            if img.mode in WIDE_INTEGER_MODES:
+                return _to_8bit(np.asarray(img), path).convert(mode)
+            if img.mode == "F":
+                raise DearError(
+                    f"{path} holds floating-point samples (PIL mode F), which have no agreed 8-bit scale; "
+                    "convert it to an 8-bit or 16-bit PNG first"
+                )
             return img.convert(mode)
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
         raise DearError(f"corrupt or unreadable image {path} ({exc}); replace or remove the file") from None
+
+
+def _to_8bit(samples: np.ndarray, path: Path) -> Image.Image:
+    wide = samples.astype(np.int64)
+    if wide.min() < 0 or wide.max() > 65535:
+        raise DearError(
+            f"{path} holds 32-bit integer samples outside 0..65535 (min {wide.min()}, max {wide.max()}); "
+            "convert it to an 8-bit or 16-bit PNG first"
+        )
+    return Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8), mode="L")
 
 
 def image_header(path: Path) -> tuple[str | None, tuple[int, int]]:

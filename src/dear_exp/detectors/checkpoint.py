@@ -26,8 +26,14 @@ def read_state_dict(path: Path, hint: str = "", sha256: str | None = None) -> di
     """A state dict from a `.pth` (weights_only=True) or `.safetensors` file, unwrapped from
     `{'model'|'state_dict'|'net': ...}` and stripped of DataParallel's `module.` prefix."""
     path = Path(path)
+    if path.is_dir():
+        raise DearError(
+            f"checkpoint {path} is a folder, not a file; point detector.checkpoint at the weights file in it"
+        )
     if not path.is_file():
         raise DearError(f"checkpoint not found: {path}; {hint or 'check the path'}")
+    if path.stat().st_size == 0:
+        raise DearError(f"checkpoint {path} is an empty file (an interrupted download?); re-download it")
     check_sha256(path, sha256)
     try:
         if path.suffix == ".safetensors":
@@ -37,15 +43,9 @@ def read_state_dict(path: Path, hint: str = "", sha256: str | None = None) -> di
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        refused = [line.strip() for line in str(exc).splitlines() if "Unsupported global" in line]
-        if not refused:
-            raise DearError(f"cannot read checkpoint {path} (not a torch checkpoint); re-download it") from None
-        raise DearError(
-            f"refusing to load {path}: it holds pickled code that weights_only=True will not run "
-            f"({refused[0]}); re-save it as a plain state dict or .safetensors"
-        ) from None
+        raise DearError(_unpickling_message(path, exc)) from None
     except Exception as exc:  # corrupt zip, truncated file, not a checkpoint at all
-        raise DearError(f"cannot read checkpoint {path} ({type(exc).__name__}: {exc}); re-download it") from None
+        raise DearError(f"cannot read checkpoint {path}: {_not_a_checkpoint(path, exc)}; re-download it") from None
     while isinstance(obj, dict) and any(k in obj and isinstance(obj[k], dict) for k in WRAPPERS):
         obj = next(obj[k] for k in WRAPPERS if k in obj and isinstance(obj[k], dict))
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -53,6 +53,37 @@ def read_state_dict(path: Path, hint: str = "", sha256: str | None = None) -> di
     if obj and all(k.startswith("module.") for k in obj):
         obj = {k[len("module.") :]: v for k, v in obj.items()}
     return obj
+
+
+def _unpickling_message(path: Path, exc: pickle.UnpicklingError) -> str:
+    """weights_only=True refused a global: code (refused for safety) or a class it does not allow-list."""
+    text = str(exc)
+    # torch names the global it refused ("Unsupported global: GLOBAL x.Y" for a class, "unsupported
+    # GLOBAL posix.system ... is blocked" for a function); bytes that are no pickle at all give
+    # "Unsupported operand", under the same "Weights only load failed" heading
+    refused = [line.strip() for line in text.splitlines() if "unsupported global" in line.lower()]
+    if refused:
+        what = refused[0]
+        return (
+            f"refusing to load {path} for safety: it pickles code or objects that weights_only=True will not run "
+            f"({what[:200]}); re-save it as a plain state dict (torch.save(model.state_dict(), ...)) or .safetensors"
+        )
+    return f"cannot read checkpoint {path}: {_not_a_checkpoint(path, exc)}; re-download it"
+
+
+def _not_a_checkpoint(path: Path, exc: BaseException) -> str:
+    """What the file is, when torch.load cannot read it: text, a truncated archive, something else."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head.startswith(b"PK"):
+        return f"a truncated or damaged torch archive ({type(exc).__name__}: {exc})"
+    if head.startswith(b"<") and b"html" in head.lower():
+        return "an HTML page, not weights (a download that saved a web page)"
+    try:
+        head.decode("utf-8")
+        return "a text file, not a torch checkpoint"
+    except UnicodeDecodeError:
+        return f"not a torch checkpoint ({type(exc).__name__}: {exc})"
 
 
 def load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

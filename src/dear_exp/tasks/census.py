@@ -1,7 +1,7 @@
 """task=census: what a benchmark holds, before any detector sees it.
 
 Per source and per subset: image counts, file formats (from each file's header, not its extension),
-the share of JPEGs, and resolution buckets on the shorter side. Warnings: an empty subset, real and
+the share of JPEGs, unreadable files (each decoded in full, as a run decodes it), and resolution buckets on the shorter side. Warnings: an empty subset, real and
 fake counts out of balance, identical files (sha256) within or across sources, and a format bias
 (reals JPEG, fakes PNG: a detector can separate them by the file format alone, benchmarks.md
 lesson 4). Writes `census.csv` and `census.json` to the run's output folder. Needs no detector.
@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from dear_exp.build import ensure_demo
 from dear_exp.data.benchmarks import BenchmarkIndex, load_index
 from dear_exp.data.folders import Sample
-from dear_exp.data.images import image_header
+from dear_exp.data.images import image_header, load_image
 from dear_exp.errors import DearError
 from dear_exp.files import file_sha256, write_atomic
 
@@ -71,9 +71,12 @@ def bucket_of(short: int, edges: list[int], labels: list[str]) -> str:
 
 
 def probe(path: Path) -> tuple[str | None, tuple[int, int] | None]:
-    """(format, (width, height)) from the header only; (None, None) when PIL cannot read it."""
+    """(format, (width, height)) from the header, and the whole file decoded as a run would decode it
+    (`load_image`): a truncated file, whose header alone is intact, counts as unreadable, (None, None)."""
     try:
-        return image_header(path)
+        header = image_header(path)
+        load_image(path)
+        return header
     except DearError:
         return None, None
 
@@ -286,7 +289,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         float(t.get("format_bias", 0.5)),
         bool(t.get("duplicates", True)),
     )
-    out = Path(cfg.paths.output_dir)
+    out = Path(cfg.paths.work_dir)
     write_atomic(out / "census.json", json.dumps(census, indent=1))
     write_atomic(out / "census.csv", census_csv(census))
     print_census(census)
@@ -298,6 +301,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         len(index.sources),
         sum(s["n"] for s in census["sources"]),
         len(census["warnings"]),
-        out,
+        cfg.paths.output_dir,
     )
     return census

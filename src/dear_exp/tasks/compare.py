@@ -117,7 +117,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             labels[label] = labels.get(label, 0) + 1
             tables.append((label if labels[label] == 1 else f"{label} ({folder.name})", rows))
     head, lines, best = compare_rows(tables)
-    out_dir = Path(cfg.paths.output_dir)
+    out_dir = Path(cfg.paths.work_dir)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([*head, "best"])

@@ -30,7 +30,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     build.ensure_demo(cfg, [cfg.train_data.root, cfg.diag_data.root, cfg.benchmark.root])
     ensure_detector(cfg)
     L.seed_everything(cfg.seed, workers=True)
-    out_dir, preprocess = Path(cfg.paths.output_dir), preprocess_of(cfg.detector)
+    out_dir, preprocess = Path(cfg.paths.work_dir), preprocess_of(cfg.detector)
     log.info("Loading detector %s from %s", cfg.detector.name, cfg.detector.checkpoint)
     detector = build_detector(cfg.detector)
     train, diag = build.train_data(cfg, preprocess, cfg.augment), build.diag_data(cfg, preprocess)
@@ -88,5 +88,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         return {}
     written = save_refit(cfg, out_dir, fits, scores, detector, loggers)
     metrics = write_report(cfg, "dear", out_dir, results, loggers)
-    log.info("Wrote results.csv, results.md, racc_facc.png, severity.png, %s to %s", ", ".join(written), out_dir)
+    log.info(
+        "Wrote results.csv, results.md, racc_facc.png, severity.png, %s (into %s when the run ends)",
+        ", ".join(written),
+        cfg.paths.output_dir,
+    )
     return metrics

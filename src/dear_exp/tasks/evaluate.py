@@ -54,4 +54,4 @@ def run(cfg: DictConfig) -> dict[str, float]:
     log.info("Feature cache: %s", describe_cache(store.cache))
     if not trainer.is_global_zero:
         return {}
-    return write_report(cfg, "evaluate", Path(cfg.paths.output_dir), rows, loggers)
+    return write_report(cfg, "evaluate", Path(cfg.paths.work_dir), rows, loggers)

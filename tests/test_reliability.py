@@ -1,0 +1,374 @@
+"""The reliability suite: every input a user can get wrong, table-driven. Each case is a command line
+(and the files it needs), the exit code it must end with, a fragment of the one line it must print,
+and then: no traceback, and no result-looking file left anywhere in the run folders.
+
+The cases run in-process through the real entry point (`dear_exp.__main__.entry`, Hydra and all)
+so that 70 of them take seconds; tests/test_errors.py runs the same kind through a subprocess.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import subprocess
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+# files a run writes as its results: none may be left by a failed run (logs and .hydra may)
+RESULT_FILES = {
+    "results.csv",
+    "results.md",
+    "rad_scores.csv",
+    "dissection.safetensors",
+    "head.safetensors",
+    "refit.csv",
+    "census.csv",
+    "census.json",
+    "compare.csv",
+    "predictions.csv",
+    "best.ckpt",
+}
+
+
+@dataclass
+class Case:
+    id: str
+    args: list[str]
+    fragment: str
+    rc: int = 2
+    setup: Callable[[Path], None] | None = None
+    extra: list[str] = field(default_factory=list)
+
+
+def _file(rel: str, data: bytes = b"x") -> Callable[[Path], None]:
+    def make(root: Path) -> None:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+
+    return make
+
+
+def _folder(rel: str) -> Callable[[Path], None]:
+    return lambda root: (root / rel).mkdir(parents=True, exist_ok=True)
+
+
+def _torch_file(rel: str, obj: object) -> Callable[[Path], None]:
+    def make(root: Path) -> None:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        torch.save(obj, root / rel)
+
+    return make
+
+
+class _Code:
+    def __reduce__(self):
+        return (os.system, ("true",))
+
+
+def _npr_state() -> dict[str, torch.Tensor]:
+    from dear_exp.detectors.npr import NPR
+
+    return NPR().state_dict()
+
+
+def _wrong_keys(rel: str) -> Callable[[Path], None]:
+    def make(root: Path) -> None:
+        state = _npr_state()
+        state["fc.weight"] = state.pop("fc1.weight")
+        _torch_file(rel, state)(root)
+
+    return make
+
+
+def _truncated(rel: str) -> Callable[[Path], None]:
+    def make(root: Path) -> None:
+        _torch_file(rel, _npr_state())(root)
+        (root / rel).write_bytes((root / rel).read_bytes()[:4096])
+
+    return make
+
+
+def _images(rel: str, *, float_image: bool = False, corrupt: bool = False) -> Callable[[Path], None]:
+    def make(root: Path) -> None:
+        folder = root / rel
+        folder.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(0)
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(folder / "a.png")
+        if float_image:
+            Image.fromarray(rng.random((40, 40)).astype(np.float32)).save(folder / "f.tiff")
+        if corrupt:
+            good = folder / "a.png"
+            (folder / "cut.png").write_bytes(good.read_bytes()[:120])
+
+    return make
+
+
+def _corrupt_benchmark_image(root: Path) -> None:
+    victim = sorted((root / ".cache/demo/tiny-seed0/test/fake/gen_b").glob("*.png"))[1]
+    victim.unlink()  # the demo folder is linked: replace the file, never write through the link
+    victim.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+
+
+NPR = ["task=evaluate", "+debug=default", "detector=npr"]
+CKPT = "detector.checkpoint=ck/model.pth"
+
+CASES = [
+    # --- Hydra's own composition errors: one line, the valid options kept
+    Case(
+        "unknown-detector",
+        ["detector=nope"],
+        "Could not find 'detector/nope'; available options in 'detector': c2p_clip",
+    ),
+    Case("unknown-experiment", ["+experiment=nope"], "available options in 'experiment': cnnspot_flux"),
+    Case("unknown-task", ["task=nope"], "available options in 'task': cache, census, compare, dear"),
+    Case("unknown-prune", ["prune=both"], "available options in 'prune': bilateral, high, low"),
+    Case("unknown-postprocess", ["postprocess=jpg"], "available options in 'postprocess': aigcdb"),
+    Case("unknown-benchmark", ["benchmark=imagenet"], "available options in 'benchmark': aigcdetect"),
+    Case("unknown-head", ["head=sgd"], "available options in 'head': default, reference"),
+    Case("misspelt-key", ["head.lrr=1"], "Could not override 'head.lrr'. To append to your config use +head.lrr=1"),
+    Case("misspelt-group-key", ["prune.alpha=0.2"], "Could not override 'prune.alpha'"),
+    Case("bad-grammar", ["head.l2=[1"], "cannot parse the override head.l2=[1"),
+    Case("misspelt-top-key", ["seeds=1"], "Could not override 'seeds'"),
+    # --- the schema: counts, sizes, rates, seeds, probabilities, ranges, enums, typed settings
+    Case(
+        "batch-negative",
+        ["task=predict", "task.input=imgs", "task.batch_size=-1"],
+        "task.batch_size=-1 must be a whole number >= 1",
+    ),
+    Case("batch-zero", ["benchmark.batch_size=0"], "benchmark.batch_size=0 must be a whole number >= 1"),
+    Case("batch-float", ["train_data.batch_size=2.5"], "train_data.batch_size=2.5 must be a whole number >= 1"),
+    Case("workers-negative", ["num_workers=-1"], "num_workers=-1 must be auto or a whole number >= 0"),
+    Case("workers-word", ["num_workers=many"], "num_workers='many' must be auto or a whole number >= 0"),
+    Case("seed-negative", ["seed=-3"], "seed=-3 must be a whole number >= 0"),
+    Case("threads-zero", ["threads=0"], "threads=0 must be a whole number >= 1"),
+    Case("epochs-zero", ["head.max_epochs=0"], "head.max_epochs=0 must be a whole number >= 1"),
+    Case("epochs-word", ["trainer.max_epochs=abc"], "trainer.max_epochs='abc' must be a whole number >= 1"),
+    Case("lr-zero", ["head.lr=0"], "head.lr=0 must be a number > 0"),
+    Case("lr-negative", ["base_train.module.lr=-1"], "base_train.module.lr=-1 must be a number > 0"),
+    Case("views-zero", ["head.views=0"], "head.views=0 must be a whole number >= 1"),
+    Case("l2-empty", ["head.l2=[]"], "head.l2=[] must list at least one L2 strength > 0"),
+    Case("betas-one", ["head.betas=[0.9]"], "head.betas=[0.9] must list 2 values"),
+    Case("bootstrap-negative", ["task.bootstrap=-5"], "task.bootstrap=-5 must be a whole number >= 0"),
+    Case(
+        "quality-high",
+        ["augment.jpeg_quality=[30,101]"],
+        "augment.jpeg_quality=101 must be a whole number >= 1 and <= 100",
+    ),
+    Case(
+        "range-reversed",
+        ["augment.noise_var=[50,10]"],
+        "augment.noise_var=[50, 10] must be [low, high] with low <= high",
+    ),
+    Case("probability", ["augment.p_blur=2"], "augment.p_blur=2 must be a number >= 0 and <= 1"),
+    Case("crop-zero", ["augment.crop=0"], "augment.crop=0 must be a whole number >= 1"),
+    Case("alpha-order", ["prune.alpha_low=0.8", "prune.alpha_high=0.2"], "0 <= alpha_low < alpha_high <= 1"),
+    Case("alpha-range", ["prune.alpha_high=1.5"], "prune.alpha_high=1.5 must be a number >= 0 and <= 1"),
+    Case("prune-mode", ["prune.mode=middle"], "prune.mode='middle' must be one of bilateral"),
+    Case("solver", ["head.solver=lbfgs"], "head.solver='lbfgs' must be one of newton, adam"),
+    Case("online-newton", ["head.mode=online"], "head.mode=online trains through the backbone"),
+    Case("unknown-setting", ["+head.momentum=0.9"], "head.momentum is not a setting of head"),
+    Case("demo-scale", ["demo.scale=huge"], "demo.scale='huge' must be one of tiny, demo, bench"),
+    Case("thresholds-empty", ["task.thresholds=[]"], "task.thresholds=[] lists no threshold policy"),
+    Case("thresholds-unknown", ["task.thresholds=[logit0,oracel]"], "task.thresholds has ['oracel']"),
+    Case("rad-weight", ["diag_data.rad_weight=area"], "diag_data.rad_weight='area' must be one of mask, alpha"),
+    Case("crop-too-small", ["+experiment=cnnspot_flux", "augment=reference"], "augment.crop=96 is smaller than"),
+    Case("whole-images-batch", ["diag_data.dissect_augment=false"], "set diag_data.batch_size=1 with it"),
+    Case("limit-predict", ["+trainer.limit_predict_batches=2"], "trainer.limit_predict_batches=2: feature rows"),
+    Case("layer", ["+experiment=npr_flux", "detector.net.feature_layer=layer9"], "must be one of layer1, layer2"),
+    Case(
+        "target-key", ["+callbacks.model_checkpoint.every=1"], "callbacks.model_checkpoint.every is not a parameter of"
+    ),
+    Case("devices-zero", ["+debug=fdr", "trainer.devices=0"], "Trainer(devices=0)"),
+    Case("missing-input", ["task=predict"], "task.input must be set"),
+    Case("missing-runs", ["task=compare"], "task.runs must be set"),
+    # --- paths: missing, a file where a folder belongs, a destination that could not be written at the end
+    Case("predict-nowhere", ["task=predict", "task.input=nowhere"], "data folder not found: nowhere"),
+    Case("predict-not-image", ["task=predict", "task.input=afile"], "afile is not an image", setup=_file("afile")),
+    Case("predict-empty", ["task=predict", "task.input=empty"], "no images in", setup=_folder("empty")),
+    Case(
+        "predict-output-below-file",
+        ["task=predict", "task.input=imgs", "task.output=afile/p.csv"],
+        "which is a file, not a folder",
+        setup=lambda r: (_file("afile")(r), _images("imgs")(r)),
+    ),
+    Case(
+        "predict-output-folder",
+        ["task=predict", "task.input=imgs", "task.output=imgs"],
+        "task.output=",
+        setup=_images("imgs"),
+    ),
+    Case("cache-below-file", ["+debug=fdr", "cache.dir=afile/c"], "cache.dir=", setup=_file("afile")),
+    Case("output-below-file", ["+debug=fdr", "paths.output_dir=afile/run"], "paths.output_dir=", setup=_file("afile")),
+    Case(
+        "export-dst-below-file",
+        ["task=export", "task.src=.cache/demo/tiny-seed0/test", "task.dst=afile/out"],
+        "task.dst=",
+        setup=_file("afile"),
+    ),
+    Case(
+        "export-dst-inside-src",
+        ["task=export", "task.src=.cache/demo/tiny-seed0/test", "task.dst=.cache/demo/tiny-seed0/test/x"],
+        "the export would read its own outputs",
+    ),
+    Case("export-src-nowhere", ["task=export", "task.src=nowhere", "task.dst=out"], "export source not found"),
+    Case("census-nowhere", ["task=census", "benchmark.root=nowhere"], "data folder not found: nowhere"),
+    Case("compare-nowhere", ["task=compare", "task.runs=nowhere"], "no results.csv in nowhere"),
+    Case("inpaint-nowhere", ["task=make_inpaint", "inpaint.real_dir=nowhere"], "not found; set inpaint.real_dir"),
+    Case("train-data-nowhere", ["+debug=fdr", "train_data.root=nowhere"], "nowhere"),
+    # --- checkpoints: each kind of wrong file says what it is
+    Case("ckpt-missing", [*NPR, CKPT], "checkpoint not found"),
+    Case("ckpt-empty", [*NPR, CKPT], "is an empty file", setup=_file("ck/model.pth", b"")),
+    Case("ckpt-folder", [*NPR, CKPT], "is a folder, not a file", setup=_folder("ck/model.pth")),
+    Case("ckpt-text", [*NPR, CKPT], "a text file, not a torch checkpoint", setup=_file("ck/model.pth", b"weights\n")),
+    Case("ckpt-html", [*NPR, CKPT], "an HTML page", setup=_file("ck/model.pth", b"<!DOCTYPE html><html></html>")),
+    Case("ckpt-code", [*NPR, CKPT], "for safety", setup=_torch_file("ck/model.pth", {"model": _Code()})),
+    Case("ckpt-module", [*NPR, CKPT], "for safety", setup=_torch_file("ck/model.pth", {"fc": torch.nn.Linear(1, 1)})),
+    Case("ckpt-wrong-keys", [*NPR, CKPT], "missing keys: fc1.weight", setup=_wrong_keys("ck/model.pth")),
+    Case("ckpt-truncated", [*NPR, CKPT], "truncated or damaged", setup=_truncated("ck/model.pth")),
+    Case("ckpt-list", [*NPR, CKPT], "not a state dict of tensors", setup=_torch_file("ck/model.pth", [torch.ones(1)])),
+    Case("head-missing", [*NPR, "task.head=none.safetensors"], "DEAR head not found", extra=[CKPT]),
+    Case(
+        "head-text",
+        [*NPR, "task.head=h.safetensors"],
+        "cannot read DEAR head",
+        setup=_file("h.safetensors", b"hello"),
+        extra=[CKPT],
+    ),
+    # --- images that would otherwise give a wrong number
+    Case(
+        "float-image",
+        ["task=predict", "task.input=imgs"],
+        "holds floating-point samples",
+        setup=_images("imgs", float_image=True),
+        extra=["detector=npr", CKPT],
+    ),
+    Case(
+        "corrupt-predict-image",
+        ["task=predict", "task.input=imgs"],
+        "corrupt or unreadable image",
+        setup=_images("imgs", corrupt=True),
+        extra=["detector=npr", CKPT],
+    ),
+    Case("corrupt-benchmark-image", ["+debug=fdr"], "corrupt or unreadable image", setup=_corrupt_benchmark_image),
+]
+
+
+@pytest.fixture
+def root(tiny_demo: Path, tmp_path: Path) -> Path:
+    """A user's folder: the tiny demo (linked, read-only use), nothing else."""
+    r = tmp_path / "root"
+    (r / ".cache").mkdir(parents=True)
+    demo = r / ".cache" / "demo"
+    demo.mkdir()
+    for item in (tiny_demo / ".cache" / "demo").iterdir():
+        if item.is_dir():
+            shutil.copytree(item, demo / item.name, copy_function=os.link)  # hard links: no copy, no sharing of names
+        else:
+            shutil.copy(item, demo / item.name)
+    return r
+
+
+def run_entry(args: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch, capfd) -> tuple[int, str]:
+    """The CLI's entry point in this process: (exit code, stdout + stderr); threads=1 and logger=none
+    unless the case sets them."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from dear_exp.__main__ import entry
+
+    GlobalHydra.instance().clear()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("DEAR_ROOT", raising=False)
+    monkeypatch.setattr(sys, "argv", ["dear_exp", "threads=1", "logger=none", *args])
+    capfd.readouterr()
+    try:
+        entry()
+        rc = 0
+    except SystemExit as exc:
+        rc = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # what a user would see as a bare traceback
+        traceback.print_exc()
+        rc = 1
+    finally:
+        GlobalHydra.instance().clear()
+    out, err = capfd.readouterr()
+    return rc, out + err
+
+
+def check_case(rc: int, text: str, case: Case, root: Path) -> None:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    assert "Traceback" not in text, text[-3000:]
+    assert rc == case.rc, (rc, text[-3000:])
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1, text[-3000:]
+    assert case.fragment in errors[0], (case.fragment, errors[0])
+    left = [p for p in (root / "logs").rglob("*") if p.name in RESULT_FILES] if (root / "logs").exists() else []
+    assert not left, f"a failed run left {left}"
+    assert not list(root.rglob(".partial")), "a failed run left its staging folder"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_one_line_and_leaves_nothing(case: Case, root: Path, monkeypatch, capfd):
+    if case.setup is not None:
+        case.setup(root)
+    if CKPT in case.extra:
+        _torch_file("ck/model.pth", {"model": _npr_state()})(root)
+    rc, text = run_entry([*case.args, *case.extra], root, monkeypatch, capfd)
+    check_case(rc, text, case, root)
+
+
+def test_there_are_at_least_sixty_cases():
+    assert len(CASES) >= 60 and len({c.id for c in CASES}) == len(CASES)
+
+
+def test_a_bug_keeps_its_traceback_and_says_it_is_one(root: Path, monkeypatch, capfd):
+    """A genuine bug (here: a task that raises KeyError) is not dressed up as an input error."""
+    from dear_exp.tasks import census
+
+    def broken(cfg):
+        raise KeyError("internal")
+
+    monkeypatch.setattr(census, "run", broken)
+    rc, text = run_entry(["task=census"], root, monkeypatch, capfd)
+    assert rc == 1 and "Traceback" in text and "KeyError" in text
+    assert "this is a bug in dear-exp, not in your input" in text
+
+
+def _mount_tmpfs(path: Path, size: str) -> bool:
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    path.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)]).returncode == 0
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(root: Path, tmp_path: Path, monkeypatch, capfd):
+    """The feature cache on a 256 KiB tmpfs: writing its first entry fills the disk."""
+    disk = tmp_path / "disk"
+    if not _mount_tmpfs(disk, "256k"):
+        pytest.skip("needs root and mount to make a small tmpfs (a full disk cannot be simulated otherwise)")
+    try:
+        rc, text = run_entry(["+debug=fdr", f"cache.dir={disk}/features"], root, monkeypatch, capfd)
+        check_case(rc, text, Case("disk-full", [], "no space left on the device"), root)
+    finally:
+        subprocess.run(["umount", str(disk)])
+
+
+def test_os_errors_name_the_path_and_the_fix():
+    from dear_exp.__main__ import os_message
+
+    line = os_message(OSError(errno.ENOSPC, "No space left on device", "/data/cache/x.safetensors"))
+    assert (
+        line
+        == "no space left on the device: /data/cache/x.safetensors; free space there, or point that path at a larger disk"
+    )
+    assert "permission denied: /x" in os_message(PermissionError(errno.EACCES, "Permission denied", "/x"))
