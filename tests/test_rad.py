@@ -49,3 +49,56 @@ def test_accumulator_averages_images_and_skips_masks_without_foreground():
     assert acc.count == 2 and acc.skipped == 1
     expected = (rad_per_image(f1, m_top_left) + rad_per_image(f2, m_top_left)) / 2
     assert torch.allclose(acc.compute(), expected[0])
+
+
+def test_views_without_background_are_skipped_and_none_left_is_an_error():
+    """A crop wholly inside the inpainted region has no background to compare with: no RAD, skipped
+    (before, its background mean was 0 / eps = 0 and the inside mean was counted as its RAD)."""
+    import pytest
+
+    from dear_exp.errors import DearError
+
+    f = torch.rand(3, 2, 4, 4)
+    masks = torch.zeros(3, 4, 4)
+    masks[0, :2] = 1.0  # both regions
+    masks[1] = 1.0  # no background
+    acc = RADAccumulator()
+    acc.update(f, masks)
+    assert acc.count == 1 and acc.skipped == 2
+    assert torch.allclose(acc.compute(), rad_per_image(f[:1], masks[:1])[0])
+    empty = RADAccumulator()
+    empty.update(f[1:], masks[1:])
+    with pytest.raises(DearError, match=r"no diagnostic view kept both a generated region and background .*2 skipped"):
+        empty.compute()
+
+
+def test_a_pair_whose_mask_has_one_region_is_refused(tmp_path):
+    """A source mask all black (nothing inpainted) or all white (no background) has no RAD at all."""
+    import albumentations as A
+    import numpy as np
+    import pytest
+    from PIL import Image
+
+    from dear_exp.data.datasets import InpaintImages
+    from dear_exp.data.folders import inpaint_pairs
+    from dear_exp.data.images import Preprocess
+    from dear_exp.errors import DearError
+
+    folder = tmp_path / "inpaint"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for stem, value in (("ok", None), ("none", 0), ("all", 255)):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{stem}_inpaint.png")
+        mask = np.zeros((32, 32), np.uint8)
+        mask[:16] = 255
+        if value is not None:
+            mask[:] = value
+        Image.fromarray(mask).save(folder / f"{stem}_mask.png")
+    pairs = {p.image.name: p for p in inpaint_pairs(tmp_path, "inpaint", "inpaint", "hint")}
+    data = InpaintImages(list(pairs.values()), A.Compose([]), Preprocess((0.5,) * 3, (0.5,) * 3), 0)
+    order = {p.image.name: i for i, p in enumerate(data.pairs)}
+    assert data[order["ok_inpaint.png"]][2] == 1.0
+    with pytest.raises(DearError, match=r"none_mask.png has no inpainted pixels: RAD compares"):
+        data[order["none_inpaint.png"]]
+    with pytest.raises(DearError, match=r"all_mask.png has no background pixels"):
+        data[order["all_inpaint.png"]]

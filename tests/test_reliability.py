@@ -118,6 +118,13 @@ def _corrupt_benchmark_image(root: Path) -> None:
     victim.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
 
 
+def _blank_mask(root: Path) -> None:
+    victim = sorted((root / ".cache/demo/tiny-seed0/inpaint").glob("*_mask.png"))[0]
+    size = Image.open(victim).size
+    victim.unlink()  # a hard link to the shared demo: replace, never write through it
+    Image.new("L", size, 0).save(victim)
+
+
 NPR = ["task=evaluate", "+debug=default", "detector=npr"]
 CKPT = "detector.checkpoint=ck/model.pth"
 
@@ -259,6 +266,7 @@ CASES = [
         extra=["detector=npr", CKPT],
     ),
     Case("corrupt-benchmark-image", ["+debug=fdr"], "corrupt or unreadable image", setup=_corrupt_benchmark_image),
+    Case("mask-without-region", ["+debug=fdr"], "has no inpainted pixels: RAD compares", setup=_blank_mask),
 ]
 
 

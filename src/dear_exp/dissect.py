@@ -20,6 +20,7 @@ from dear_exp.cache import files_fingerprint
 from dear_exp.data.datamodules import DiagnosticDataModule
 from dear_exp.data.folders import pair_files
 from dear_exp.detectors.base import Detector
+from dear_exp.errors import DearError
 
 if TYPE_CHECKING:
     from dear_exp.features import FeatureStore
@@ -52,9 +53,13 @@ def rad_per_image(features: torch.Tensor, masks: torch.Tensor, soft: bool = Fals
     return inside - background
 
 
-def has_foreground(masks: torch.Tensor) -> torch.Tensor:
-    """Which images still have generated pixels after augmentation: only these count for RAD."""
-    return (masks.flatten(1) > 0.5).any(dim=1)
+def has_both_regions(masks: torch.Tensor, survived: torch.Tensor | None = None) -> torch.Tensor:
+    """Which views still have generated pixels and background after augmentation: RAD compares the
+    two, so only these count (a crop wholly inside or outside the inpainted region has no RAD).
+    survived: the dataset's own flag for generated pixels (from the sharp mask when masks are soft)."""
+    inside = masks.flatten(1) > 0.5
+    generated = inside.any(dim=1) if survived is None else survived.bool().to(masks.device)
+    return generated & ~inside.all(dim=1)
 
 
 class RADAccumulator:
@@ -67,7 +72,7 @@ class RADAccumulator:
         self.skipped = 0
 
     def update(self, features: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor | None = None) -> None:
-        valid = has_foreground(masks) if valid is None else valid.bool().to(masks.device)
+        valid = has_both_regions(masks, valid)
         self.skipped += int((~valid).sum())
         if not valid.any():
             return
@@ -77,7 +82,10 @@ class RADAccumulator:
 
     def compute(self) -> torch.Tensor:
         if self.total is None or self.count == 0:
-            raise ValueError("no diagnostic image kept a generated region after augmentation")
+            raise DearError(
+                f"no diagnostic view kept both a generated region and background after augmentation ({self.skipped} "
+                "skipped), so there is no RAD to measure; use larger crops (augment.crop) or diag_data.dissect_augment=false"
+            )
         return (self.total / self.count).float()
 
 
@@ -95,12 +103,12 @@ def dissect(
     acc = RADAccumulator(soft)
     batches = 0
     for batches, (x, masks, target) in enumerate(loader, start=1):
-        # soft: the alpha's halo is no evidence that the generated region survived; the sharp mask's target is
-        acc.update(detector.forward_features(x.to(device)), masks.to(device), (target > 0.5) if soft else None)
+        # the dataset's target: generated pixels survived, from the sharp mask (the soft alpha's halo is no evidence)
+        acc.update(detector.forward_features(x.to(device)), masks.to(device), target > 0.5)
         if batches >= max_batches:
             break
     detector.train(was_training)
-    return acc.compute(), {"images": acc.count, "skipped_no_foreground": acc.skipped, "batches": batches}
+    return acc.compute(), {"images": acc.count, "skipped_views": acc.skipped, "batches": batches}
 
 
 def rad_parts(diagnostic: DiagnosticDataModule) -> dict[str, Any]:
@@ -136,15 +144,15 @@ def rad_scores(
         )
         return {
             "scores": scores,
-            "stats": torch.tensor([stats["images"], stats["skipped_no_foreground"], stats["batches"]]),
+            "stats": torch.tensor([stats["images"], stats["skipped_views"], stats["batches"]]),
         }
 
     out = store.rad(rad_parts(diagnostic), compute) if store is not None else distributed.from_rank_zero(compute)
     images, skipped, batches = (int(v) for v in out["stats"])
-    stats = {"images": images, "skipped_no_foreground": skipped, "batches": batches}
+    stats = {"images": images, "skipped_views": skipped, "batches": batches}
     log.info(
-        "RAD over %(images)d diagnostic images (%(skipped_no_foreground)d without a generated region after "
-        "augmentation skipped, %(batches)d batches)",
+        "RAD over %(images)d diagnostic images (%(skipped_views)d views without both a generated region and background "
+        "after augmentation skipped, %(batches)d batches)",
         stats,
     )
     return out["scores"], stats

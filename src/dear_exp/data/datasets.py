@@ -68,6 +68,13 @@ class InpaintImages(Dataset):
         pair = self.pairs[i]
         image = np.array(load_image(pair.image))
         mask = np.array(load_image(pair.mask, mode="L"))
+        inside = int((mask > 127).sum())
+        if inside == 0 or inside == mask.size:
+            raise DearError(
+                f"mask {pair.mask} has {'no inpainted' if inside == 0 else 'no background'} pixels: RAD compares "
+                "the generated region with the rest of the image, so this pair has none; regenerate it or remove "
+                f"{pair.image.name} and its mask"
+            )
         if mask.shape != image.shape[:2]:
             raise DearError(
                 f"mask {pair.mask} is {mask.shape[1]}x{mask.shape[0]} but its image {pair.image} is "
@@ -84,12 +91,15 @@ class InpaintImages(Dataset):
                 )
             out = self.augment(image=image, masks=[mask, alpha])
             m = self.preprocess.mask(out["masks"][0])
-            target = torch.tensor(float((m > 0.5).any()))
-            return self.preprocess(out["image"]), self.preprocess.mask(out["masks"][1]), target
+            return self.preprocess(out["image"]), self.preprocess.mask(out["masks"][1]), _survived(m)
         out = self.augment(image=image, mask=mask)
         m = self.preprocess.mask(out["mask"])
-        target = torch.tensor(float((m > 0.5).any()))
-        return self.preprocess(out["image"]), m, target
+        return self.preprocess(out["image"]), m, _survived(m)
+
+
+def _survived(mask: torch.Tensor) -> torch.Tensor:
+    """1.0 when generated pixels survived this view's augmentation (its label in the refit: fake), else 0.0."""
+    return torch.tensor(float((mask > 0.5).any()))
 
 
 class EvalImages(Dataset):
