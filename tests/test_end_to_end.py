@@ -125,7 +125,7 @@ def test_train_base_writes_a_released_format_checkpoint(compose_cfg, tiny_demo: 
     from dear_exp.detectors.checkpoint import load_strict, read_state_dict
     from dear_exp.detectors.npr import NPR
 
-    target = tmp_path / "trained.pth"
+    target = tmp_path / "out" / "trained.pth"  # a debug run writes below its run dir only (compose_cfg: tmp_path/out)
     cfg = compose_cfg("task=train_base", "+debug=fdr", f"detector.checkpoint={target}", root=tiny_demo)
     run_task(cfg)
     raw = torch.load(target, weights_only=True)

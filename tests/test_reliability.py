@@ -380,3 +380,23 @@ def test_os_errors_name_the_path_and_the_fix():
         == "no space left on the device: /data/cache/x.safetensors; free space there, or point that path at a larger disk"
     )
     assert "permission denied: /x" in os_message(PermissionError(errno.EACCES, "Permission denied", "/x"))
+
+
+def test_debug_runs_never_write_where_real_runs_read(root: Path, monkeypatch, capfd):
+    """+debug=fdr: the demo's base model is trained into the run dir (not the shared cache); train_base
+    of a released architecture refuses the real checkpoint path; a debug checkpoint, loaded, says so."""
+    rc, text = run_entry(["task=train_base", "+debug=fdr", "detector=corvi"], root, monkeypatch, capfd)
+    assert rc == 2 and "where real runs read it" in text and not (root / "checkpoints").exists()
+    rc, text = run_entry(["+debug=fdr"], root, monkeypatch, capfd)
+    assert rc == 0, text[-3000:]
+    assert not list((root / ".cache" / "demo").glob("npr_base_*")), "a debug run wrote the shared demo checkpoint"
+    trained = list((root / "logs").rglob("base_training/npr_base_*.pth"))
+    assert len(trained) == 1
+    rc, text = run_entry(
+        ["task=evaluate", "+debug=default", "detector=npr", f"detector.checkpoint={trained[0]}"],
+        root,
+        monkeypatch,
+        capfd,
+    )
+    assert rc == 0, text[-3000:]
+    assert "was trained by a debug or limited run (a +debug preset, trainer.fast_dev_run=True)" in text

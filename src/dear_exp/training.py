@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 class BaseDetectorModule(L.LightningModule):
     """Trains a detector from scratch (the demo's base NPR; users retrain Corvi/Rajan with it)."""
 
-    def __init__(self, detector: Detector, lr: float = 1e-3, weight_decay: float = 0.0) -> None:
+    def __init__(self, detector: Detector, lr: float, weight_decay: float) -> None:
         super().__init__()
         self.detector = detector
         self.lr, self.weight_decay = lr, weight_decay
@@ -57,6 +57,7 @@ def train_base(cfg: DictConfig, loggers: list | None = None) -> Path:
     ensure_demo(cfg, [cfg.train_data.root])
     L.seed_everything(cfg.seed, workers=True)
     target = Path(cfg.detector.checkpoint)
+    refuse_debug_target(cfg, target)
     bt = cfg.base_train
     detector = build_detector(cfg.detector, load_weights=False)
     if detector.released_mask() is not None:
@@ -84,6 +85,41 @@ def train_base(cfg: DictConfig, loggers: list | None = None) -> Path:
     return target
 
 
+def how_limited(cfg: DictConfig) -> list[str]:
+    """What makes this run's training not a real one: a debug preset, batch or epoch limits."""
+    t = OmegaConf.merge(cfg.trainer, cfg.base_train.trainer)
+    # a limit is set when not None/False and, for the fractions, not 1.0 (True == 1.0 in Python: fast_dev_run=True)
+    limits = [f"trainer.{k}={t.get(k)}" for k in LIMITS if t.get(k) is True or t.get(k) not in (None, False, 1.0)]
+    return (["a +debug preset"] if cfg.get("task_name") == "debug" else []) + limits
+
+
+def refuse_debug_target(cfg: DictConfig, target: Path) -> None:
+    """A debug or limited run trains from a few batches: it writes below its own run dir only, never
+    where real runs read their detector (debug/default.yaml moves the demo's base checkpoint there)."""
+    limited = how_limited(cfg)
+    if limited and not target.absolute().is_relative_to(Path(cfg.paths.output_dir).absolute()):
+        raise DearError(
+            f"a debug or limited run ({', '.join(limited)}) would save its model at detector.checkpoint={target}, "
+            "where real runs read it; add detector.checkpoint=${paths.output_dir}/model.pth (its run dir) or drop the limit"
+        )
+
+
+def warn_if_debug_checkpoint(checkpoint: Path) -> None:
+    """A checkpoint trained by a debug or limited run says so when it is loaded."""
+    record = training_record(checkpoint)
+    if record.is_file():
+        limited = json.loads(record.read_text()).get("limited") or []
+        if limited:
+            log.warning(
+                "%s was trained by a debug or limited run (%s): its numbers are not those of a trained detector",
+                checkpoint,
+                ", ".join(limited),
+            )
+
+
+LIMITS = ("fast_dev_run", "limit_train_batches", "limit_val_batches", "overfit_batches")
+
+
 def training_record(checkpoint: Path) -> Path:
     return checkpoint.with_name(checkpoint.name + ".json")
 
@@ -92,7 +128,7 @@ def training_settings(cfg: DictConfig) -> dict[str, object]:
     """What decides the weights base training writes, kept beside them so a cached checkpoint is
     reused only by runs that would have trained the same one (not where its logs went)."""
     t = OmegaConf.merge(cfg.trainer, cfg.base_train.trainer)
-    limits = {k: t.get(k) for k in ("fast_dev_run", "limit_train_batches", "limit_val_batches", "overfit_batches")}
+    limits = {k: t.get(k) for k in LIMITS}
     bt = OmegaConf.to_container(cfg.base_train, resolve=True)
     assert isinstance(bt, dict)
     return {
@@ -104,15 +140,16 @@ def training_settings(cfg: DictConfig) -> dict[str, object]:
         "trainer": {k: v for k, v in limits.items() if v is not None},
         "seed": cfg.seed,
         "threads": cfg.threads,
-    }
+    } | ({"limited": how_limited(cfg)} if how_limited(cfg) else {})  # absent for real runs: older records match
 
 
 def ensure_detector(cfg: DictConfig) -> None:
     """Train the base detector first when its checkpoint is missing and the config asks for it; a
     cached one trained with other settings (e.g. one batch under +debug=fdr) is refused, not reused."""
-    if not cfg.detector.get("train_if_missing"):
-        return
     checkpoint = Path(cfg.detector.checkpoint)
+    if not cfg.detector.get("train_if_missing"):
+        warn_if_debug_checkpoint(checkpoint)
+        return
     if checkpoint.is_file():
         record = training_record(checkpoint)
         if record.is_file() and json.loads(record.read_text()) != json.loads(json.dumps(training_settings(cfg))):
