@@ -260,3 +260,26 @@ def test_impossible_refit_settings_fail_before_any_work(compose_cfg, override, m
 
     with pytest.raises(DearError, match=message.replace("[", r"\[").replace("]", r"\]")):
         validate(compose_cfg(override))
+
+
+def test_a_head_is_refused_on_a_detector_it_was_not_refitted_on(tmp_path: Path, caplog):
+    """head.safetensors records the detector (class, layer, weights sha256) it was refitted on: the same
+    shapes on another checkpoint would give numbers that mean nothing, silently."""
+    from safetensors.torch import save_file
+
+    from dear_exp.detectors.npr import NPR
+    from dear_exp.errors import DearError
+    from dear_exp.refit.head import MaskedLinearHead, load_head, save_head
+
+    torch.manual_seed(0)
+    mine, other = NPR(), NPR()
+    head = MaskedLinearHead(mine.feature_channels)
+    save_head(tmp_path / "head.safetensors", head, mine)
+    back = load_head(mine, tmp_path / "head.safetensors")
+    assert torch.equal(back.linear.weight, head.linear.weight)
+    with pytest.raises(DearError, match=r"was refitted on other features \(detector_sha256=.*use the head of a run"):
+        load_head(other, tmp_path / "head.safetensors")
+    tensors = {"weight": head.linear.weight.detach(), "bias": head.linear.bias.detach(), "mask": head.mask}
+    save_file(tensors, tmp_path / "old.safetensors")  # written before heads carried their detector
+    load_head(mine, tmp_path / "old.safetensors")
+    assert "does not record the detector it was refitted on" in caplog.text

@@ -25,10 +25,10 @@ MODEL_NAMES = {"base": "Base", "refit": "Refit", "random": "Random", "dear": "DE
 COLOURS = {"base": "#4C72B0", "refit": "#55A868", "random": "#8C8C8C", "dear": "#C44E52"}
 
 
-def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     from safetensors.torch import save
 
-    write_atomic(path, save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}))
+    write_atomic(path, save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata))
 
 
 def save_dissection(out_dir: Path, scores: torch.Tensor | None, mask: torch.Tensor) -> None:
@@ -447,12 +447,12 @@ def save_refit(
 ) -> list[str]:
     """The run's own head (head.safetensors), each control's (head_<name>.safetensors), refit.csv, the
     dissection and its plot; the fit summaries to every logger. Returns the names written."""
+    from dear_exp.refit.head import save_head
+
     written = []
     for i, fit in enumerate(fits):
         name = "head.safetensors" if i == len(fits) - 1 else f"head_{fit.name}.safetensors"
-        save_tensors(
-            out_dir / name, {"weight": fit.head.linear.weight, "bias": fit.head.linear.bias, "mask": fit.head.mask}
-        )  # the format refit.load_head reads
+        save_head(out_dir / name, fit.head, detector)
         written.append(name)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=REFIT_COLUMNS, extrasaction="ignore", lineterminator="\n")

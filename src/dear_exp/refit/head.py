@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -10,6 +11,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from dear_exp.detectors.base import Detector
 from dear_exp.errors import DearError
+
+log = logging.getLogger(__name__)
 
 
 class MaskedLinearHead(nn.Module):
@@ -51,22 +54,42 @@ def balanced_accuracy() -> MulticlassAccuracy:
     return MulticlassAccuracy(num_classes=2, average="macro")
 
 
-def save_head(path: Path, head: MaskedLinearHead) -> None:
-    """weight [1, C], bias [1] and mask [C] in the head's own precision (a solved head is float64)."""
+def head_identity(detector: Detector) -> dict[str, str]:
+    """What a head was refitted on: the detector's class, its dissected layer and the sha256 of its
+    weights (the feature cache's fingerprint). A head applied to other features gives numbers that
+    mean nothing, and nothing in the tensors' shapes shows it."""
+    from dear_exp.cache import module_fingerprint
+
+    return {
+        "detector_class": type(detector).__name__,
+        "layer": str(detector.feature_layer),
+        "detector_sha256": module_fingerprint(detector),
+    }
+
+
+def save_head(path: Path, head: MaskedLinearHead, detector: Detector) -> None:
+    """weight [1, C], bias [1] and mask [C] in the head's own precision (a solved head is float64),
+    with the detector it was refitted on (`head_identity`) as the file's metadata."""
     from dear_exp.report import save_tensors
 
-    save_tensors(path, {"weight": head.linear.weight, "bias": head.linear.bias, "mask": head.mask})
+    tensors = {"weight": head.linear.weight, "bias": head.linear.bias, "mask": head.mask}
+    save_tensors(path, tensors, metadata=head_identity(detector))
 
 
-def load_head(channels: int, path: Path) -> MaskedLinearHead:
+def load_head(detector: Detector, path: Path) -> MaskedLinearHead:
     """A `head.safetensors` written by task=dear (weight, bias, mask) for this detector's layer, in the
-    precision it was saved in (a solved head is float64)."""
+    precision it was saved in (a solved head is float64); refused when it was refitted on another
+    detector, another checkpoint of it or another layer."""
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
+    channels = detector.feature_channels
     if not path.is_file():
         raise DearError(f"DEAR head not found: {path}; give the head.safetensors of a task=dear run")
     try:
         tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
     except Exception as exc:
         raise DearError(f"cannot read DEAR head {path} ({exc}); give the head.safetensors of a task=dear run") from None
     expected = {"weight": (1, channels), "bias": (1,), "mask": (channels,)}
@@ -76,6 +99,19 @@ def load_head(channels: int, path: Path) -> MaskedLinearHead:
             f"DEAR head {path} has {got}, this detector's layer needs {expected}; "
             "use the head of a run with the same detector and layer"
         )
+    if not meta.get("detector_sha256"):
+        log.warning("%s does not record the detector it was refitted on (an older head): not checked", path)
+    else:
+        mine = head_identity(detector)
+        differ = [k for k in mine if meta.get(k) != mine[k]]
+        if differ:
+            theirs = ", ".join(f"{k}={meta.get(k, '?')[:16]}" for k in differ)
+            ours = ", ".join(f"{k}={mine[k][:16]}" for k in differ)
+            raise DearError(
+                f"DEAR head {path} was refitted on other features ({theirs}) than this detector's ({ours}); "
+                "a head means something only on the features it was fitted to: use the head of a run with this "
+                "detector, checkpoint and layer"
+            )
     head = MaskedLinearHead(channels, dtype=tensors["weight"].dtype)
     head.linear.load_state_dict({"weight": tensors["weight"], "bias": tensors["bias"]})
     head.set_mask(tensors["mask"])

@@ -33,7 +33,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if cfg.task.get("head"):  # head_refit.safetensors -> model `refit`; head.safetensors -> `dear`
         path = Path(cfg.task.head)
         name = path.stem.removeprefix("head_") if path.stem.startswith("head_") else "dear"
-        heads[name] = load_head(detector.feature_channels, path)
+        heads[name] = load_head(detector, path)
     benchmark = build.benchmark(cfg, preprocess)
     benchmark.setup("predict")
     loggers = build.instantiate_group(cfg.get("logger"), "logger")

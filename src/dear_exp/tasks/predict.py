@@ -24,7 +24,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     root, samples = input_samples(Path(cfg.task.input))
     ensure_detector(cfg)
     detector = build_detector(cfg.detector)
-    heads = {"dear": load_head(detector.feature_channels, Path(cfg.task.head))} if cfg.task.get("head") else {}
+    heads = {"dear": load_head(detector, Path(cfg.task.head))} if cfg.task.get("head") else {}
     trainer = build.make_trainer(cfg.trainer, [], [], enable_progress_bar=len(samples) > 1)
     store = build.feature_store(cfg, trainer, detector)
     # the extraction path of evaluation: the same rows, the same logits
