@@ -43,3 +43,35 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def run_entry(args: list[str], cwd: Path, monkeypatch, capfd) -> tuple[int, str]:
+    """The CLI's entry point in this process: (exit code, stdout + stderr); threads=1 and logger=none
+    unless the case sets them."""
+    import traceback
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    from dear_exp.__main__ import entry
+
+    GlobalHydra.instance().clear()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("DEAR_ROOT", raising=False)
+    flags = [a for a in args if a.startswith("-")]  # -m, --cfg ...: before the overrides, as argparse wants
+    overrides = [a for a in args if not a.startswith("-")]
+    monkeypatch.setattr(sys, "argv", ["dear_exp", *flags, "threads=1", "logger=none", *overrides])
+    capfd.readouterr()
+    try:
+        entry()
+        rc = 0
+    except SystemExit as exc:
+        rc = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # what a user would see as a bare traceback
+        traceback.print_exc()
+        rc = 1
+    finally:
+        GlobalHydra.instance().clear()
+    out, err = capfd.readouterr()
+    return rc, out + err

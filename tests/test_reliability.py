@@ -12,8 +12,6 @@ import errno
 import os
 import shutil
 import subprocess
-import sys
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +20,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from tests.helpers import run_entry
 
 # files a run writes as its results: none may be left by a failed run (logs and .hydra may)
 RESULT_FILES = {
@@ -283,34 +283,6 @@ def root(tiny_demo: Path, tmp_path: Path) -> Path:
         else:
             shutil.copy(item, demo / item.name)
     return r
-
-
-def run_entry(args: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch, capfd) -> tuple[int, str]:
-    """The CLI's entry point in this process: (exit code, stdout + stderr); threads=1 and logger=none
-    unless the case sets them."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    from dear_exp.__main__ import entry
-
-    GlobalHydra.instance().clear()
-    monkeypatch.chdir(cwd)
-    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.delenv("DEAR_ROOT", raising=False)
-    monkeypatch.setattr(sys, "argv", ["dear_exp", "threads=1", "logger=none", *args])
-    capfd.readouterr()
-    try:
-        entry()
-        rc = 0
-    except SystemExit as exc:
-        rc = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:  # what a user would see as a bare traceback
-        traceback.print_exc()
-        rc = 1
-    finally:
-        GlobalHydra.instance().clear()
-    out, err = capfd.readouterr()
-    return rc, out + err
 
 
 def check_case(rc: int, text: str, case: Case, root: Path) -> None:

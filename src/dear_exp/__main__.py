@@ -51,8 +51,12 @@ def register_resolvers() -> None:
 
 
 class _DropTips(logging.Filter):
+    """Lightning's advertisements and its reports of hardware this machine does not have."""
+
+    NOISE = ("Tip: For seamless cloud logging", "TPU available: False", "HPU available: False")
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return "Tip: For seamless cloud logging" not in record.getMessage()
+        return not any(n in record.getMessage() for n in self.NOISE)
 
 
 def quiet_libraries() -> None:
@@ -61,8 +65,12 @@ def quiet_libraries() -> None:
     are noise."""
     import warnings
 
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).handlers.clear()
+    import lightning  # noqa: F401  (its import adds its own console handlers: removed below, once it has)
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True  # through Hydra's handlers only: each line once, in one format
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
     # each filter names one warning (message, category, the module that emits it); anything else shows.
     # Lightning's PossibleUserWarning is a UserWarning: matching that spares importing Lightning here.
@@ -120,6 +128,42 @@ def check_destinations(cfg: DictConfig) -> None:
             require_writable(str(value), key, folder)
 
 
+def write_config(cfg: DictConfig) -> Path:
+    """The whole config, resolved (every value the run uses, interpolations filled in), to
+    `config.yaml` in the run dir: the printed truth of the run, kept off the console."""
+    from dear_exp.files import write_atomic
+
+    path = Path(cfg.paths.output_dir) / "config.yaml"
+    if _is_rank_zero():
+        write_atomic(path, OmegaConf.to_yaml(cfg, resolve=True))
+    return path
+
+
+def run_summary(cfg: DictConfig, config: Path) -> str:
+    """What the console shows of the config: the overrides given and the few settings a reader needs."""
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    task = cfg.task.name
+    lines = [f"task={task}  overrides: {' '.join(overrides) if overrides else '(none)'}"]
+    if "detector" in cfg and task in ("dear", "evaluate", "predict", "train_base", "cache"):
+        lines.append(f"detector {cfg.detector.name} ({cfg.detector.checkpoint}), layer {_layer(cfg)}")
+    if task in ("dear", "evaluate", "cache", "census"):
+        lines.append(
+            f"benchmark {cfg.benchmark.name} ({cfg.benchmark.root}), post-processing {', '.join(cfg.postprocess.settings)}"
+        )
+    if task == "dear":
+        p, h = cfg.prune, cfg.head
+        lines.append(f"prune {p.mode} {p.alpha_low}/{p.alpha_high}, head {h.solver} ({h.mode}, init {h.init})")
+    lines.append(f"seed {cfg.seed}, threads {cfg.threads}; the whole config: {config}")
+    return "\n  ".join(lines)
+
+
+def _layer(cfg: DictConfig) -> str:
+    net = cfg.detector.net
+    return str(net.get("feature_layer", net.get("block", "?")))
+
+
 def _is_rank_zero() -> bool:
     """Rank 0 moves a run's artefacts into place (the ranks Lightning starts have RANK/LOCAL_RANK set)."""
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
@@ -145,7 +189,7 @@ def run_task(cfg: DictConfig) -> dict[str, Any]:
         raise DearError(f"task={cfg.task.name} is not one of {', '.join(tasks)}")
     schema.validate(cfg)  # an impossible value stops the run in one line, before the config is printed
     check_destinations(cfg)
-    log.info("Config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
+    log.info("%s", run_summary(cfg, write_config(cfg)))
     set_threads(cfg.threads)
     from dear_exp.files import staged
 

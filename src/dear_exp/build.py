@@ -41,14 +41,21 @@ def instantiate_group(group: DictConfig | None, what: str) -> list[Any]:
     objects = []
     for conf in (group or {}).values():
         if conf is not None and "_target_" in conf:
-            log.info("Instantiating %s <%s>", what, conf._target_)
+            log.debug("Instantiating %s <%s>", what, conf._target_)
             objects.append(instantiate(conf))
     return objects
 
 
-def make_trainer(trainer: DictConfig, callbacks: list[Any], loggers: list[Any], **overrides: Any) -> L.Trainer:
-    log.info("Instantiating trainer <%s>", trainer._target_)
-    return instantiate(trainer, callbacks=callbacks, logger=loggers or False, **overrides)
+def make_trainer(
+    trainer: DictConfig, callbacks: list[Any], loggers: list[Any], progress: DictConfig, **overrides: Any
+) -> L.Trainer:
+    """A Lightning trainer from its config, with the run's callbacks and loggers, and `progress`
+    (the `progress` key: a log line every few seconds for consoles that are files)."""
+    from dear_exp.progress import ProgressLog
+
+    log.debug("Instantiating trainer <%s>", trainer._target_)
+    every = [ProgressLog(float(progress.every_s), progress.when)]
+    return instantiate(trainer, callbacks=[*callbacks, *every], logger=loggers or False, **overrides)
 
 
 def train_data(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 from dataclasses import asdict
 from pathlib import Path
@@ -14,6 +15,8 @@ from omegaconf import DictConfig
 
 from dear_exp.files import write_atomic  # noqa: F401  (the report's writes; re-exported)
 from dear_exp.metrics import METRICS
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from dear_exp.detectors.base import Detector
@@ -127,6 +130,28 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             ]
             out.append("")
     return "\n".join(out)
+
+
+def in_multirun() -> bool:
+    """Whether this process is one job of a Hydra multirun (its console is shared with every job)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def job_line(rows: list[dict[str, Any]]) -> str:
+    """One line for a multirun job's console: the mean AUC and F.Acc at logit 0 of each model, per setting."""
+    means = [r for r in rows if r.get("threshold_policy", "logit0") == "logit0" and str(r["subset"]) == "mean"]
+    parts = []
+    for setting in dict.fromkeys(r["postprocess"] for r in means):
+        cells = [
+            f"{MODEL_NAMES.get(r['model'], r['model'])} {r['AUC']:.1f}/{r['F.Acc']:.1f}"
+            for r in means
+            if r["postprocess"] == setting
+        ]
+        parts.append(f"{setting}: {', '.join(cells)}")
+    return "mean AUC/F.Acc (logit 0) " + "; ".join(parts) + " (tables: results.md)"
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
@@ -327,7 +352,10 @@ def write_report(
     """results.csv, results.md, the console table, the plots, and the same to every logger."""
     write_csv(out_dir / "results.csv", rows, run_identity(cfg, task))
     write_atomic(out_dir / "results.md", markdown_table(rows))
-    print_table(rows)
+    if in_multirun():  # 25 jobs' tables would bury each other: one line each, the tables in results.md
+        log.info("%s", job_line(rows))
+    else:
+        print_table(rows)
     title = f"{cfg.detector.name} on {cfg.benchmark.name}"
     plots = {"racc_facc": out_dir / "racc_facc.png", "severity": out_dir / "severity.png"}
     plot_racc_facc(plots["racc_facc"], rows, title)
@@ -459,7 +487,8 @@ def save_refit(
     writer.writeheader()
     writer.writerows(refit_lines(fits))
     write_atomic(out_dir / "refit.csv", buf.getvalue())
-    print_refit(fits)
+    if not in_multirun():
+        print_refit(fits)
     log_summary(
         loggers,
         {f"refit/{f.name}/{k}": float(v) for f in fits for k, v in f.summary.items() if isinstance(v, (int, float))},

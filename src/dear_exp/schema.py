@@ -55,6 +55,7 @@ RULES: dict[str, Rule] = {
     "strength": (float, 0, False, 1, "0.9"),
     "guidance_scale": (float, 0, True, None, "7.5"),
     "num_inference_steps": (int, 1, True, None, "30"),
+    "every_s": (float, 0, False, None, "30"),
 }
 # a probability wherever it is: a key named p_<op> (augment.p_jpeg, ...)
 PROBABILITY: Rule = (float, 0, True, 1, "0.5")
@@ -67,6 +68,7 @@ RANGES: dict[str, Rule] = {
 # enumerations outside the typed settings: key path -> allowed values
 ENUMS: dict[str, tuple[str, ...]] = {
     "demo.scale": ("tiny", "demo", "bench"),
+    "progress.when": ("no_tty", "always", "never"),
     "augment.name": ("reference", "crop_flip", "center_crop", "none"),
     "base_train.augment.name": ("reference", "crop_flip", "center_crop", "none"),
     "diag_data.rad_weight": ("mask", "alpha"),

@@ -69,7 +69,7 @@ def train_base(cfg: DictConfig, loggers: list | None = None) -> Path:
     datamodule = train_data(cfg, preprocess_of(cfg.detector), bt.augment, bt.batch_size)
     callbacks = instantiate_group(bt.get("callbacks"), "callback")
     log_config(loggers or [], cfg)
-    trainer = make_trainer(OmegaConf.merge(cfg.trainer, bt.trainer), callbacks, loggers or [])
+    trainer = make_trainer(OmegaConf.merge(cfg.trainer, bt.trainer), callbacks, loggers or [], cfg.progress)
     log.info(
         "Training %s from scratch on %s for up to %d epochs", cfg.detector.name, cfg.train_data.root, trainer.max_epochs
     )

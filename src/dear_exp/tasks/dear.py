@@ -40,7 +40,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     benchmark.setup("predict")
     loggers = build.instantiate_group(cfg.get("logger"), "logger")
     build.log_config(loggers, cfg)
-    trainer = build.make_trainer(cfg.trainer, build.instantiate_group(cfg.get("callbacks"), "callback"), loggers)
+    trainer = build.make_trainer(
+        cfg.trainer, build.instantiate_group(cfg.get("callbacks"), "callback"), loggers, cfg.progress
+    )
     rendezvous(trainer)  # under DDP: every rank from here on, so cache decisions are taken once
     store, device = build.feature_store(cfg, trainer, detector), trainer.strategy.root_device
     assert train.train_set is not None and train.val_set is not None and diag.dataset is not None
@@ -70,7 +72,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
         store,
         RefitDataModule(train, diag) if rows is None else None,
         lambda name: build.make_trainer(
-            cfg.trainer, build.fit_callbacks(cfg, out_dir, name), loggers if name == list(masks)[-1] else []
+            cfg.trainer,
+            build.fit_callbacks(cfg, out_dir, name),
+            loggers if name == list(masks)[-1] else [],
+            cfg.progress,
         ),
         cfg.seed,
         (cfg.train_data.batch_size, cfg.diag_data.batch_size),

@@ -38,7 +38,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     benchmark.setup("predict")
     loggers = build.instantiate_group(cfg.get("logger"), "logger")
     build.log_config(loggers, cfg)
-    trainer = build.make_trainer(cfg.trainer, [], loggers)
+    trainer = build.make_trainer(cfg.trainer, [], loggers, cfg.progress)
     rendezvous(trainer)
     store = build.feature_store(cfg, trainer, detector)
     calibrated = None

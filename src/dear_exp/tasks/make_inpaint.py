@@ -120,7 +120,7 @@ def _predict(
         log.info("trainer.devices=%s capped at %s: fewer images to inpaint than devices", cfg.trainer.devices, devices)
         overrides["devices"] = devices
     module = InpaintWriter(pending, settings, layout, source)
-    trainer = make_trainer(cfg.trainer, [], [], **overrides)
+    trainer = make_trainer(cfg.trainer, [], [], cfg.progress, **overrides)
     loader = job_loader(len(pending), settings.batch_size, *rank_world(trainer))
     trainer.predict(module, dataloaders=loader, return_predictions=False)
     if not trainer.is_global_zero:

@@ -25,7 +25,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     ensure_detector(cfg)
     detector = build_detector(cfg.detector)
     heads = {"dear": load_head(detector, Path(cfg.task.head))} if cfg.task.get("head") else {}
-    trainer = build.make_trainer(cfg.trainer, [], [], enable_progress_bar=len(samples) > 1)
+    trainer = build.make_trainer(cfg.trainer, [], [], cfg.progress, enable_progress_bar=len(samples) > 1)
     store = build.feature_store(cfg, trainer, detector)
     # the extraction path of evaluation: the same rows, the same logits
     logits = score_images(
