@@ -12,6 +12,7 @@ import errno
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -372,3 +373,77 @@ def test_debug_runs_never_write_where_real_runs_read(root: Path, monkeypatch, ca
     )
     assert rc == 0, text[-3000:]
     assert "was trained by a debug or limited run (a +debug preset, trainer.fast_dev_run=True)" in text
+
+
+def test_staged_artefacts_move_into_place_on_success_and_vanish_on_failure(tmp_path: Path):
+    from dear_exp.files import staged
+
+    run = tmp_path / "run"
+    (run / "run.log").parent.mkdir(parents=True)
+    (run / "run.log").write_text("log")
+    with staged(run / ".partial", run) as work:
+        (work / "checkpoints").mkdir(parents=True)
+        (work / "results.csv").write_text("a")
+        (work / "checkpoints" / "best.ckpt").write_text("b")
+        assert not (run / "results.csv").exists(), "visible before the run succeeded"
+    assert (run / "results.csv").read_text() == "a" and (run / "checkpoints" / "best.ckpt").read_text() == "b"
+    assert not (run / ".partial").exists() and (run / "run.log").read_text() == "log"
+    failed = tmp_path / "failed"
+    with pytest.raises(RuntimeError), staged(failed / ".partial", failed) as work:
+        work.mkdir(parents=True)
+        (work / "dissection.safetensors").write_text("half")
+        raise RuntimeError("killed in the refit")
+    assert not failed.exists() or not any(failed.rglob("*")), list(failed.rglob("*"))
+    # a killed attempt's leftovers in the same run folder are cleared by the next attempt
+    (run / ".partial").mkdir()
+    (run / ".partial" / "results.csv").write_text("stale")
+    with staged(run / ".partial", run) as work:
+        assert not work.exists()
+
+
+def test_destinations_are_checked_without_creating_anything(tmp_path: Path):
+    from dear_exp.errors import DearError
+    from dear_exp.files import require_writable
+
+    (tmp_path / "afile").write_text("x")
+    require_writable(tmp_path / "new" / "deeper", "cache.dir")
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(DearError, match=r"cache.dir=.*afile/c lies below .*afile, which is a file"):
+        require_writable(tmp_path / "afile" / "c", "cache.dir")
+    with pytest.raises(DearError, match=r"task.output=.* is a folder; give the path of a file"):
+        require_writable(tmp_path, "task.output", folder=False)
+    with pytest.raises(DearError, match=r"paths.output_dir=.*afile is a file, not a folder"):
+        require_writable(tmp_path / "afile", "paths.output_dir")
+
+
+@pytest.mark.slow
+def test_a_run_killed_during_the_refit_leaves_no_result(root: Path):
+    """kill -9 while the reference (Adam) refit writes its Lightning checkpoints: only the hidden
+    staging folder remains, and the same command then completes."""
+    import time
+
+    from tests.helpers import run_cli
+
+    args = ["+debug=default", "head=reference", "logger=none", "hydra.run.dir=run", "threads=1"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_", "DEAR_"))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dear_exp", *args],
+        cwd=root,
+        env={**env, "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    first = root / "run" / ".partial" / "checkpoints" / "refit" / "best.ckpt"  # the first head's checkpoint
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None and not first.is_file():
+        time.sleep(0.02)
+    alive = proc.poll() is None
+    proc.kill()
+    proc.wait()
+    assert alive, "the run ended before it could be killed in its refit"
+    left = [p for p in (root / "run").rglob("*") if p.name in RESULT_FILES]
+    assert first in left  # killed after writing a result-looking file...
+    assert not [p for p in left if ".partial" not in p.parts], left  # ...which is only in the staging folder
+    done = run_cli(*args, cwd=root, threads=None)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (root / "run" / "results.csv").is_file() and not (root / "run" / ".partial").exists()
