@@ -29,7 +29,9 @@ class ProgressLog(Callback):
         return self.when == "always" or (self.when == "no_tty" and not sys.stderr.isatty())
 
     def _begin(self) -> None:
-        self.start = self.last = time.monotonic()
+        """A new epoch or pass: its own count and rate; the every_s clock runs on across epochs."""
+        self.start = time.monotonic()
+        self.last = self.last or self.start
         self.done = 0
 
     def _step(self, trainer: L.Trainer, stage: str, total: Any) -> None:
