@@ -447,3 +447,14 @@ def test_a_run_killed_during_the_refit_leaves_no_result(root: Path):
     done = run_cli(*args, cwd=root, threads=None)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (root / "run" / "results.csv").is_file() and not (root / "run" / ".partial").exists()
+
+
+def test_a_config_error_inside_a_task_is_a_bug_not_an_input_error(root: Path, monkeypatch, capfd):
+    """An OmegaConf error raised by our code (a key it reads that the config lacks) is a bug: its
+    traceback, exit 1, never shortened to a one-line composition message."""
+    from dear_exp.tasks import census
+
+    monkeypatch.setattr(census, "run", lambda cfg: cfg.no_such_key.value)
+    rc, text = run_entry(["task=census"], root, monkeypatch, capfd)
+    assert rc == 1 and "Traceback" in text and "this is a bug in dear-exp" in text
+    assert not [line for line in text.splitlines() if line.startswith("error: ")]

@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -285,13 +286,14 @@ def main(cfg: DictConfig) -> None:
         run_task(cfg)
     except Exception as exc:
         message = user_message(exc, cfg)
-        if message is None:
+        if message is None:  # printed here, whole, so that nothing above can mistake it for an input error
             log.error(
                 "unexpected %s: this is a bug in dear-exp, not in your input; please report it with the "
                 "command and the traceback below",
                 type(exc).__name__,
             )
-            raise
+            traceback.print_exc()
+            sys.exit(1)
         log.error(message)
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
