@@ -147,9 +147,9 @@ def run_summary(cfg: DictConfig, config: Path) -> str:
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     task = cfg.task.name
     lines = [f"task={task}  overrides: {' '.join(overrides) if overrides else '(none)'}"]
-    if "detector" in cfg and task in ("dear", "evaluate", "predict", "train_base", "cache"):
+    if "detector" in cfg and task in ("dear", "evaluate", "predict", "train_base", "cache", "fragility"):
         lines.append(f"detector {cfg.detector.name} ({cfg.detector.checkpoint}), layer {_layer(cfg)}")
-    if task in ("dear", "evaluate", "cache", "census"):
+    if task in ("dear", "evaluate", "cache", "census", "fragility"):
         lines.append(
             f"benchmark {cfg.benchmark.name} ({cfg.benchmark.root}), post-processing {', '.join(cfg.postprocess.settings)}"
         )
@@ -173,7 +173,18 @@ def _is_rank_zero() -> bool:
 def run_task(cfg: DictConfig) -> dict[str, Any]:
     from dear_exp import schema
     from dear_exp.build import finish_wandb
-    from dear_exp.tasks import cache, census, compare, dear, evaluate, export, make_inpaint, predict, train_base
+    from dear_exp.tasks import (
+        cache,
+        census,
+        compare,
+        dear,
+        evaluate,
+        export,
+        fragility,
+        make_inpaint,
+        predict,
+        train_base,
+    )
 
     tasks = {
         "dear": dear.run,
@@ -185,6 +196,7 @@ def run_task(cfg: DictConfig) -> dict[str, Any]:
         "make_inpaint": make_inpaint.run,
         "export": export.run,
         "cache": cache.run,
+        "fragility": fragility.run,
     }
     if cfg.task.name not in tasks:
         raise DearError(f"task={cfg.task.name} is not one of {', '.join(tasks)}")

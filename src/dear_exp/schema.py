@@ -30,6 +30,8 @@ _COUNT: Rule = (int, 1, True, None, "4")
 RULES: dict[str, Rule] = {
     "batch_size": (int, 1, True, None, "32"),
     "dissect_max_batches": _COUNT,
+    "max_images": _COUNT,
+    "bins": _COUNT,
     "views": _COUNT,
     "max_iter": _COUNT,
     "max_epochs": _COUNT,

@@ -1,0 +1,105 @@
+"""Channel fragility against RAD: the measure on hand-built activations, its scale invariance, the
+band statistics on a constructed U shape, and task=fragility end to end on the tiny demo."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from dear_exp.fragility import FragilityAccumulator, band_statistics, bands
+from tests.helpers import read_csv, run_entry
+
+
+def test_fragility_is_the_relative_mse_of_a_known_perturbation():
+    gen = torch.Generator().manual_seed(0)
+    clean = torch.randn(8, 3, 4, 4, generator=gen)
+    moved = clean.clone()
+    moved[:, 1] += 0.5  # channel 1 shifted by 0.5 everywhere: MSE 0.25
+    moved[:, 2] *= 2.0  # channel 2 doubled: MSE = mean(x^2)
+    acc = FragilityAccumulator(3)
+    acc.update(clean[:5], moved[:5])
+    acc.update(clean[5:], moved[5:])
+    frag = acc.compute().double()
+    var = clean.double().transpose(0, 1).reshape(3, -1).var(1, unbiased=False)
+    expected = torch.stack(
+        [torch.tensor(0.0, dtype=torch.float64), 0.25 / var[1], (clean[:, 2].double() ** 2).mean() / var[2]]
+    )
+    assert torch.allclose(frag, expected, rtol=1e-5) and acc.compared == "spatial"
+
+
+def test_fragility_does_not_depend_on_a_channels_scale_and_pools_across_sizes():
+    gen = torch.Generator().manual_seed(1)
+    clean = torch.randn(6, 2, 4, 4, generator=gen)
+    noisy = clean + 0.3 * torch.randn(6, 2, 4, 4, generator=gen)
+    scale = torch.tensor([1.0, 1000.0]).view(1, 2, 1, 1)
+    a, b = FragilityAccumulator(2), FragilityAccumulator(2)
+    a.update(clean, noisy)
+    b.update(clean * scale, noisy * scale)
+    assert torch.allclose(a.compute(), b.compute(), rtol=1e-5)
+    small = FragilityAccumulator(2)  # a resize: maps of another size are compared pooled
+    small.update(clean, torch.nn.functional.avg_pool2d(noisy, 2))
+    assert small.compared == "pooled" and small.pooled == 6
+    pooled = FragilityAccumulator(2)
+    pooled.update(clean.mean((2, 3)), noisy.mean((2, 3)))
+    assert torch.allclose(small.compute(), pooled.compute())
+
+
+def test_band_statistics_find_a_constructed_u_shape_and_refuse_a_flat_one():
+    scores = torch.arange(100, dtype=torch.float32)
+    assert bands(scores, 0.2, 0.8).tolist() == [0] * 20 + [1] * 60 + [2] * 20
+    gen = torch.Generator().manual_seed(2)
+    u_shape = 1.0 + ((scores - 49.5).abs() / 50) ** 2 + 0.01 * torch.rand(100, generator=gen)
+    st = band_statistics(scores, u_shape, 0.2, 0.8, 500, 0)
+    assert st["verdict"] == "yes" and st["spearman"] > 0.9
+    assert st["low"].low <= st["low"].mean <= st["low"].high and st["middle"].high < st["low"].low
+    flat = 1.0 + 0.1 * torch.rand(100, generator=gen)
+    assert band_statistics(scores, flat, 0.2, 0.8, 500, 0)["verdict"] == "not resolved at this sample size"
+    inverted = 3.0 - u_shape
+    assert band_statistics(scores, inverted, 0.2, 0.8, 500, 0)["verdict"] == "no"
+
+
+def test_fragility_task_on_the_tiny_demo(tiny_demo: Path, tmp_path: Path, monkeypatch, capfd):
+    root = tmp_path / "root"
+    shutil.copytree(tiny_demo, root)
+    rc, text = run_entry(
+        ["task=fragility", "+debug=default", "postprocess=robust", "task.bootstrap=100"], root, monkeypatch, capfd
+    )
+    assert rc == 0, text[-3000:]
+    out = next((root / "logs").rglob("fragility.csv")).parent
+    rows = read_csv(out / "fragility.csv")
+    settings = {"jpeg75", "webp75", "resize0.5", "jpeg50-95"}
+    assert {r["setting"] for r in rows} == settings and len(rows) == 512 * len(settings)
+    assert {r["compared"] for r in rows if r["setting"] == "resize0.5"} == {"pooled"}
+    assert {r["band"] for r in rows} == {"low", "middle", "high"}
+    summary = json.loads((out / "fragility.json").read_text())
+    assert summary["images"] == 32 and set(summary["settings"]) == settings
+    assert (out / "fragility.png").stat().st_size > 10_000
+    verdicts = [line for line in text.splitlines() if "extremes more fragile than the middle:" in line]
+    assert len(verdicts) == len(settings)
+
+
+def test_fragility_needs_a_setting_beyond_clean(tiny_demo: Path, tmp_path: Path, monkeypatch, capfd):
+    root = tmp_path / "root"
+    shutil.copytree(tiny_demo, root)
+    rc, text = run_entry(["task=fragility", "+debug=default", "postprocess=clean"], root, monkeypatch, capfd)
+    assert rc == 2 and "give a postprocess preset with a setting beyond clean" in text
+    with pytest.raises(StopIteration):
+        next((root / "logs").rglob("fragility.csv"))
+
+
+def test_the_readme_fragility_commands_compose_and_validate(compose_cfg):
+    import re
+
+    from dear_exp.schema import validate
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    commands = re.findall(r"^python -m dear_exp (task=fragility[^#\n]*)", readme, flags=re.M)
+    assert len(commands) >= 2
+    for command in commands:
+        cfg = compose_cfg(*command.split())
+        validate(cfg)
+        assert cfg.task.name == "fragility"
