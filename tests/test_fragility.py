@@ -103,3 +103,17 @@ def test_the_readme_fragility_commands_compose_and_validate(compose_cfg):
         cfg = compose_cfg(*command.split())
         validate(cfg)
         assert cfg.task.name == "fragility"
+
+
+def test_a_dear_run_can_write_the_fragility_analysis_beside_its_rad(
+    tiny_demo: Path, tmp_path: Path, monkeypatch, capfd
+):
+    root = tmp_path / "root"
+    shutil.copytree(tiny_demo, root)
+    args = ["+debug=fdr", "task.fragility.enabled=true", "task.fragility.bootstrap=50", "task.fragility.max_images=8"]
+    rc, text = run_entry(args, root, monkeypatch, capfd)
+    assert rc == 0, text[-3000:]
+    out = next((root / "logs").rglob("results.csv")).parent
+    assert (out / "rad_hist.png").is_file() and (out / "fragility.png").is_file()
+    assert {r["setting"] for r in read_csv(out / "fragility.csv")} == {"jpeg75"}  # the demo's preset: clean, jpeg75
+    assert json.loads((out / "fragility.json").read_text())["images"] == 8

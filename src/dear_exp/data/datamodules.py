@@ -219,6 +219,10 @@ class BenchmarkDataModule(L.LightningDataModule):
                 self.sources.append(EvalSource(name, setting, name in reals))
                 self.datasets.append(EvalImages(samples, chain, self.preprocess))
 
+    def settings_beyond_clean(self) -> dict[str, list]:
+        """The post-processing settings that change an image (every one with an op)."""
+        return {name: specs for name, specs in self.settings.items() if specs}
+
     def predict_dataloader(self) -> list[DataLoader]:
         loaders = []
         rank, world = rank_world(self)

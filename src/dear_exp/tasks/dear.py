@@ -16,6 +16,7 @@ from dear_exp.dissect import rad_scores
 from dear_exp.distributed import rendezvous
 from dear_exp.evaluate import calibration_thresholds, evaluate
 from dear_exp.features import describe_cache
+from dear_exp.fragility import analyse
 from dear_exp.prune import PruneSettings, needs_rad, run_masks
 from dear_exp.refit import RefitDataModule, RefitSettings, refit_heads, view_rows
 from dear_exp.report import save_refit, write_report
@@ -57,6 +58,23 @@ def run(cfg: DictConfig) -> dict[str, float]:
         int(list(masks.values())[-1].sum()),
         detector.feature_channels,
     )
+    if cfg.task.fragility.enabled and scores is not None and trainer.is_global_zero:  # the premise, beside RAD
+        f = cfg.task.fragility
+        samples = [s for source in benchmark.index.sources.values() for s in source][: f.max_images]
+        analyse(
+            detector,
+            scores,
+            samples,
+            benchmark.settings_beyond_clean(),
+            preprocess,
+            (prune.alpha_low, prune.alpha_high),
+            f.bootstrap,
+            f.bins,
+            cfg.seed,
+            device,
+            out_dir,
+            f"{cfg.detector.name}: fragility against RAD",
+        )
     # 3. refit the head of every model on the same rows
     rows = (
         view_rows(store, train.train_set, diag.dataset, train.val_set, head.views, cfg.seed, cfg.train_data.batch_size)
