@@ -117,3 +117,22 @@ def test_a_dear_run_can_write_the_fragility_analysis_beside_its_rad(
     assert (out / "rad_hist.png").is_file() and (out / "fragility.png").is_file()
     assert {r["setting"] for r in read_csv(out / "fragility.csv")} == {"jpeg75"}  # the demo's preset: clean, jpeg75
     assert json.loads((out / "fragility.json").read_text())["images"] == 8
+
+
+def test_fragility_goes_to_every_logger(tiny_demo: Path, tmp_path: Path, monkeypatch, capfd):
+    """task=fragility with logger=csv: the band means and the correlation of each setting in metrics.csv."""
+    root = tmp_path / "root"
+    shutil.copytree(tiny_demo, root)
+    args = [
+        "task=fragility",
+        "+debug=default",
+        "postprocess=robust",
+        "task.bootstrap=50",
+        "task.max_images=8",
+        "logger=csv",
+    ]
+    rc, text = run_entry(args, root, monkeypatch, capfd)
+    assert rc == 0, text[-3000:]
+    rows = read_csv(next((root / "logs").rglob("metrics.csv")))
+    keys = {k for r in rows for k, v in r.items() if v}
+    assert {"fragility/jpeg75/middle/mean", "fragility/resize0.5/spearman"} <= keys

@@ -142,6 +142,21 @@ def band_statistics(
     return out
 
 
+def log_fragility(loggers: list[Any], summary: dict[str, dict[str, Any]], plot: Path) -> None:
+    """The band means, intervals and correlation of each setting, and the plot, to every logger (W&B, CSV)."""
+    metrics = {}
+    for setting, st in summary.items():
+        for band in ("low", "middle", "high", "extremes_minus_middle"):
+            for part in ("mean", "low", "high"):
+                metrics[f"fragility/{setting}/{band}/{part}"] = st[band][part]
+        metrics[f"fragility/{setting}/spearman"] = st["spearman"]
+    for lg in loggers:
+        lg.log_metrics(metrics)
+        if hasattr(lg, "log_image"):
+            lg.log_image(key="fragility", images=[str(plot)])
+        lg.save()  # the CSV logger writes its file on save (no trainer.fit ends this run's logging)
+
+
 def analyse(
     detector: torch.nn.Module,
     scores: torch.Tensor,
@@ -155,6 +170,7 @@ def analyse(
     device: torch.device,
     out: Path,
     title: str,
+    loggers: list[Any],
 ) -> dict[str, dict[str, Any]]:
     """The whole analysis for one detector: measure, band statistics, fragility.csv/json/png in `out`,
     a verdict line per setting. Returns the statistics per setting."""
@@ -167,6 +183,7 @@ def analyse(
     plot_fragility(out / "fragility.png", scores, {s: a.compute() for s, a in accs.items()}, lo, hi, bins, title)
     for setting, st in stats.items():
         log.info("%s", verdict_line(setting, st, accs[setting].compared))
+    log_fragility(loggers, summary, out / "fragility.png")
     return summary
 
 

@@ -74,6 +74,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             device,
             out_dir,
             f"{cfg.detector.name}: fragility against RAD",
+            loggers,
         )
     # 3. refit the head of every model on the same rows
     rows = (

@@ -39,7 +39,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     diag = build.diag_data(cfg, preprocess)
     diag.setup("fit")
     benchmark = build.benchmark(cfg, preprocess)
-    trainer = build.make_trainer(cfg.trainer, [], [], cfg.progress)
+    loggers = build.instantiate_group(cfg.get("logger"), "logger")
+    build.log_config(loggers, cfg)
+    trainer = build.make_trainer(cfg.trainer, [], loggers, cfg.progress)
     rendezvous(trainer)
     store, device = build.feature_store(cfg, trainer, detector), trainer.strategy.root_device
     scores = rad_scores(diag, detector, device, store)[0]
@@ -57,5 +59,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         device,
         Path(cfg.paths.work_dir),
         f"{cfg.detector.name}: fragility against RAD ({len(samples)} images)",
+        loggers,
     )
     return {f"{s}/verdict": st["verdict"] for s, st in summary.items()}
