@@ -124,6 +124,9 @@ def rad_parts(diagnostic: DiagnosticDataModule) -> dict[str, Any]:
         "augmented": d.dissect_augment,
         "weight": d.rad_weight,
         "preprocess": dataclasses.asdict(d.preprocess),
+        # which views count: from session 5 only views with both a generated region and background
+        # (entries computed under the earlier rule, which also counted views without background, differ)
+        "views": "both regions",
     }
 
 
