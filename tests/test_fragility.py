@@ -60,6 +60,10 @@ def test_band_statistics_find_a_constructed_u_shape_and_refuse_a_flat_one():
     assert band_statistics(scores, flat, 0.2, 0.8, 500, 0)["verdict"] == "not resolved at this sample size"
     inverted = 3.0 - u_shape
     assert band_statistics(scores, inverted, 0.2, 0.8, 500, 0)["verdict"] == "no"
+    assert st["bands_vs_middle"] == {"low": "more", "high": "more"}
+    # a monotone trend (fragility rising with RAD) is no U: one band more fragile, the other less
+    rising = 1.0 + scores / 100 + 0.01 * torch.rand(100, generator=gen)
+    assert band_statistics(scores, rising, 0.2, 0.8, 500, 0)["bands_vs_middle"] == {"low": "less", "high": "more"}
 
 
 def test_fragility_task_on_the_tiny_demo(tiny_demo: Path, tmp_path: Path, monkeypatch, capfd):

@@ -104,6 +104,20 @@ def _bootstrap_mean(values: torch.Tensor, n: int, gen: torch.Generator) -> Inter
     return Interval(float(values.mean()), float(draws.quantile(0.025)), float(draws.quantile(0.975)))
 
 
+def _difference(a: torch.Tensor, b: torch.Tensor, n: int, gen: torch.Generator) -> Interval:
+    """mean(a) - mean(b) with a bootstrap 95 % interval (each side resampled on its own)."""
+    if not a.numel() or not b.numel() or n == 0:
+        return Interval(math.nan, math.nan, math.nan)
+    i = torch.randint(len(a), (n, len(a)), generator=gen)
+    j = torch.randint(len(b), (n, len(b)), generator=gen)
+    diff = a[i].mean(1) - b[j].mean(1)
+    return Interval(float(a.mean() - b.mean()), float(diff.quantile(0.025)), float(diff.quantile(0.975)))
+
+
+def _side(d: Interval) -> str:
+    return "more" if d.low > 0 else "less" if d.high < 0 else "not resolved"
+
+
 def band_statistics(
     scores: torch.Tensor, frag: torch.Tensor, alpha_low: float, alpha_high: float, bootstrap: int, seed: int
 ) -> dict[str, object]:
@@ -124,14 +138,11 @@ def band_statistics(
         "middle": _bootstrap_mean(mid, bootstrap, gen),
         "high": _bootstrap_mean(high, bootstrap, gen),
     }
-    if extremes.numel() and mid.numel() and bootstrap > 0:
-        i = torch.randint(len(extremes), (bootstrap, len(extremes)), generator=gen)
-        j = torch.randint(len(mid), (bootstrap, len(mid)), generator=gen)
-        diff = extremes[i].mean(1) - mid[j].mean(1)
-        d = Interval(float(extremes.mean() - mid.mean()), float(diff.quantile(0.025)), float(diff.quantile(0.975)))
-    else:
-        d = Interval(math.nan, math.nan, math.nan)
-    out["extremes_minus_middle"] = d
+    out["extremes_minus_middle"] = _difference(extremes, mid, bootstrap, gen)
+    out["low_minus_middle"] = _difference(low, mid, bootstrap, gen)
+    out["high_minus_middle"] = _difference(high, mid, bootstrap, gen)
+    d = out["extremes_minus_middle"]
+    assert isinstance(d, Interval)
     rho = spearmanr((scores - scores.median()).abs().numpy(), frag.numpy())
     out["spearman"] = float(rho.statistic)
     out["spearman_p"] = float(rho.pvalue)
@@ -139,6 +150,11 @@ def band_statistics(
         out["verdict"] = "not tested (no bootstrap interval: task.bootstrap=0 or an empty band)"
     else:
         out["verdict"] = "yes" if d.low > 0 else "no" if d.high < 0 else "not resolved at this sample size"
+    # each band on its own: a U shape has both "more"; a monotone trend has one "more", one "less"
+    out["bands_vs_middle"] = {
+        "low": _side(out["low_minus_middle"]),  # type: ignore[arg-type]
+        "high": _side(out["high_minus_middle"]),  # type: ignore[arg-type]
+    }
     return out
 
 
@@ -146,7 +162,7 @@ def log_fragility(loggers: list[Any], summary: dict[str, dict[str, Any]], plot: 
     """The band means, intervals and correlation of each setting, and the plot, to every logger (W&B, CSV)."""
     metrics = {}
     for setting, st in summary.items():
-        for band in ("low", "middle", "high", "extremes_minus_middle"):
+        for band in ("low", "middle", "high", "extremes_minus_middle", "low_minus_middle", "high_minus_middle"):
             for part in ("mean", "low", "high"):
                 metrics[f"fragility/{setting}/{band}/{part}"] = st[band][part]
         metrics[f"fragility/{setting}/spearman"] = st["spearman"]
@@ -218,7 +234,8 @@ def verdict_line(setting: str, st: dict[str, Any], compared: str) -> str:
         f"{setting} ({compared}): extremes more fragile than the middle: {st['verdict']} "
         f"(low {low.mean:.3g} [{low.low:.3g}, {low.high:.3g}], middle {mid.mean:.3g} [{mid.low:.3g}, {mid.high:.3g}], "
         f"high {high.mean:.3g} [{high.low:.3g}, {high.high:.3g}]; extremes - middle {d.mean:.3g} "
-        f"[{d.low:.3g}, {d.high:.3g}]; Spearman(|RAD - median|, fragility) {st['spearman']:.3f})"
+        f"[{d.low:.3g}, {d.high:.3g}]; low band vs middle: {st['bands_vs_middle']['low']}, high band vs middle: "
+        f"{st['bands_vs_middle']['high']}; Spearman(|RAD - median|, fragility) {st['spearman']:.3f})"
     )
 
 
