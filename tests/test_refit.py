@@ -269,12 +269,12 @@ def test_a_head_is_refused_on_a_detector_it_was_not_refitted_on(tmp_path: Path, 
 
     from dear_exp.detectors.npr import NPR
     from dear_exp.errors import DearError
-    from dear_exp.refit.head import MaskedLinearHead, load_head, save_head
+    from dear_exp.refit.head import MaskedLinearHead, head_identity, load_head, save_head
 
     torch.manual_seed(0)
     mine, other = NPR(), NPR()
     head = MaskedLinearHead(mine.feature_channels)
-    save_head(tmp_path / "head.safetensors", head, mine)
+    save_head(tmp_path / "head.safetensors", head, head_identity(mine))
     back = load_head(mine, tmp_path / "head.safetensors")
     assert torch.equal(back.linear.weight, head.linear.weight)
     with pytest.raises(DearError, match=r"was refitted on other features \(detector_sha256=.*use the head of a run"):

@@ -166,8 +166,11 @@ def _layer(cfg: DictConfig) -> str:
 
 
 def _is_rank_zero() -> bool:
-    """Rank 0 moves a run's artefacts into place (the ranks Lightning starts have RANK/LOCAL_RANK set)."""
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+    """Rank 0 moves a run's artefacts into place. Lightning's own rank from the launch environment
+    (RANK, LOCAL_RANK, SLURM_PROCID, ...), known before the process group exists."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
 
 
 def run_task(cfg: DictConfig) -> dict[str, Any]:

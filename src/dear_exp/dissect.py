@@ -71,8 +71,9 @@ class RADAccumulator:
         self.count = 0
         self.skipped = 0
 
-    def update(self, features: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor | None = None) -> None:
-        valid = has_both_regions(masks, valid)
+    def update(self, features: torch.Tensor, masks: torch.Tensor, survived: torch.Tensor | None = None) -> None:
+        """survived: the dataset's flag for generated pixels left in each view (None: from `masks`)."""
+        valid = has_both_regions(masks, survived)
         self.skipped += int((~valid).sum())
         if not valid.any():
             return

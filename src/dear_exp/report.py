@@ -475,12 +475,13 @@ def save_refit(
 ) -> list[str]:
     """The run's own head (head.safetensors), each control's (head_<name>.safetensors), refit.csv, the
     dissection and its plot; the fit summaries to every logger. Returns the names written."""
-    from dear_exp.refit.head import save_head
+    from dear_exp.refit.head import head_identity, save_head
 
+    identity = head_identity(detector)  # hashes the detector's weights: once for every head
     written = []
     for i, fit in enumerate(fits):
         name = "head.safetensors" if i == len(fits) - 1 else f"head_{fit.name}.safetensors"
-        save_head(out_dir / name, fit.head, detector)
+        save_head(out_dir / name, fit.head, identity)
         written.append(name)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=REFIT_COLUMNS, extrasaction="ignore", lineterminator="\n")

@@ -131,6 +131,7 @@ def training_settings(cfg: DictConfig) -> dict[str, object]:
     limits = {k: t.get(k) for k in LIMITS}
     bt = OmegaConf.to_container(cfg.base_train, resolve=True)
     assert isinstance(bt, dict)
+    limited = how_limited(cfg)
     return {
         "net": OmegaConf.to_container(cfg.detector.net, resolve=True),
         # the record's shape of before base_train had its own module/trainer groups: checkpoints trained then still match
@@ -140,7 +141,7 @@ def training_settings(cfg: DictConfig) -> dict[str, object]:
         "trainer": {k: v for k, v in limits.items() if v is not None},
         "seed": cfg.seed,
         "threads": cfg.threads,
-    } | ({"limited": how_limited(cfg)} if how_limited(cfg) else {})  # absent for real runs: older records match
+    } | ({"limited": limited} if limited else {})  # absent for real runs: older records match
 
 
 def ensure_detector(cfg: DictConfig) -> None:

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, default_collate
 from dear_exp.data.augment import build_augment
 from dear_exp.data.benchmarks import BenchmarkIndex
 from dear_exp.data.datasets import EvalImages, InpaintImages, LabelledImages
-from dear_exp.data.folders import inpaint_pairs, labelled_samples
+from dear_exp.data.folders import Sample, inpaint_pairs, labelled_samples
 from dear_exp.data.images import Preprocess
 from dear_exp.data.postprocess import Chain
 from dear_exp.data.samplers import SeededSampler, ShardedBatches, SizeBucketBatchSampler
@@ -218,6 +218,10 @@ class BenchmarkDataModule(L.LightningDataModule):
             for name, samples in self.index.sources.items():
                 self.sources.append(EvalSource(name, setting, name in reals))
                 self.datasets.append(EvalImages(samples, chain, self.preprocess))
+
+    def first_images(self, n: int) -> list[Sample]:
+        """The first n images of the index, every source in index order (sorted keys within each)."""
+        return [s for samples in self.index.sources.values() for s in samples][:n]
 
     def settings_beyond_clean(self) -> dict[str, list]:
         """The post-processing settings that change an image (every one with an op)."""

@@ -67,13 +67,14 @@ def head_identity(detector: Detector) -> dict[str, str]:
     }
 
 
-def save_head(path: Path, head: MaskedLinearHead, detector: Detector) -> None:
+def save_head(path: Path, head: MaskedLinearHead, identity: dict[str, str]) -> None:
     """weight [1, C], bias [1] and mask [C] in the head's own precision (a solved head is float64),
-    with the detector it was refitted on (`head_identity`) as the file's metadata."""
+    with the detector it was refitted on (`head_identity`, computed once for all heads of a run) as
+    the file's metadata."""
     from dear_exp.report import save_tensors
 
     tensors = {"weight": head.linear.weight, "bias": head.linear.bias, "mask": head.mask}
-    save_tensors(path, tensors, metadata=head_identity(detector))
+    save_tensors(path, tensors, metadata=identity)
 
 
 def load_head(detector: Detector, path: Path) -> MaskedLinearHead:

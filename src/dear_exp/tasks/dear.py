@@ -60,7 +60,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     )
     if cfg.task.fragility.enabled and scores is not None and trainer.is_global_zero:  # the premise, beside RAD
         f = cfg.task.fragility
-        samples = [s for source in benchmark.index.sources.values() for s in source][: f.max_images]
+        samples = benchmark.first_images(f.max_images)
         analyse(
             detector,
             scores,

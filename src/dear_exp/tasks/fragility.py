@@ -45,7 +45,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     rendezvous(trainer)
     store, device = build.feature_store(cfg, trainer, detector), trainer.strategy.root_device
     scores = rad_scores(diag, detector, device, store)[0]
-    samples = [s for source in benchmark.index.sources.values() for s in source][: cfg.task.max_images]
+    samples = benchmark.first_images(cfg.task.max_images)
     summary = analyse(
         detector,
         scores,
