@@ -95,7 +95,12 @@ def bands(scores: torch.Tensor, alpha_low: float, alpha_high: float) -> torch.Te
     return band
 
 
-def _bootstrap_mean(values: torch.Tensor, n: int, gen: torch.Generator) -> Interval:
+def rad_percentiles(scores: torch.Tensor) -> torch.Tensor:
+    """Each channel's rank in the RAD distribution as a fraction in [0, 1] (ties by index)."""
+    return torch.argsort(torch.argsort(scores.float(), stable=True), stable=True).double() / max(len(scores) - 1, 1)
+
+
+def bootstrap_mean(values: torch.Tensor, n: int, gen: torch.Generator) -> Interval:
     if values.numel() == 0:
         return Interval(math.nan, math.nan, math.nan)
     if n == 0:
@@ -104,7 +109,7 @@ def _bootstrap_mean(values: torch.Tensor, n: int, gen: torch.Generator) -> Inter
     return Interval(float(values.mean()), float(draws.quantile(0.025)), float(draws.quantile(0.975)))
 
 
-def _difference(a: torch.Tensor, b: torch.Tensor, n: int, gen: torch.Generator) -> Interval:
+def difference(a: torch.Tensor, b: torch.Tensor, n: int, gen: torch.Generator) -> Interval:
     """mean(a) - mean(b) with a bootstrap 95 % interval (each side resampled on its own)."""
     if not a.numel() or not b.numel() or n == 0:
         return Interval(math.nan, math.nan, math.nan)
@@ -114,7 +119,7 @@ def _difference(a: torch.Tensor, b: torch.Tensor, n: int, gen: torch.Generator) 
     return Interval(float(a.mean() - b.mean()), float(diff.quantile(0.025)), float(diff.quantile(0.975)))
 
 
-def _side(d: Interval) -> str:
+def side(d: Interval) -> str:
     return "more" if d.low > 0 else "less" if d.high < 0 else "not resolved"
 
 
@@ -134,13 +139,13 @@ def band_statistics(
     extremes = torch.cat([low, high])
     out: dict[str, object] = {
         "channels": int(ok.sum()),
-        "low": _bootstrap_mean(low, bootstrap, gen),
-        "middle": _bootstrap_mean(mid, bootstrap, gen),
-        "high": _bootstrap_mean(high, bootstrap, gen),
+        "low": bootstrap_mean(low, bootstrap, gen),
+        "middle": bootstrap_mean(mid, bootstrap, gen),
+        "high": bootstrap_mean(high, bootstrap, gen),
     }
-    out["extremes_minus_middle"] = _difference(extremes, mid, bootstrap, gen)
-    out["low_minus_middle"] = _difference(low, mid, bootstrap, gen)
-    out["high_minus_middle"] = _difference(high, mid, bootstrap, gen)
+    out["extremes_minus_middle"] = difference(extremes, mid, bootstrap, gen)
+    out["low_minus_middle"] = difference(low, mid, bootstrap, gen)
+    out["high_minus_middle"] = difference(high, mid, bootstrap, gen)
     d = out["extremes_minus_middle"]
     assert isinstance(d, Interval)
     rho = spearmanr((scores - scores.median()).abs().numpy(), frag.numpy())
@@ -152,8 +157,8 @@ def band_statistics(
         out["verdict"] = "yes" if d.low > 0 else "no" if d.high < 0 else "not resolved at this sample size"
     # each band on its own: a U shape has both "more"; a monotone trend has one "more", one "less"
     out["bands_vs_middle"] = {
-        "low": _side(out["low_minus_middle"]),  # type: ignore[arg-type]
-        "high": _side(out["high_minus_middle"]),  # type: ignore[arg-type]
+        "low": side(out["low_minus_middle"]),  # type: ignore[arg-type]
+        "high": side(out["high_minus_middle"]),  # type: ignore[arg-type]
     }
     return out
 
@@ -240,8 +245,7 @@ def verdict_line(setting: str, st: dict[str, Any], compared: str) -> str:
 
 
 def fragility_csv(scores: torch.Tensor, accs: dict[str, FragilityAccumulator], lo: float, hi: float) -> str:
-    band = bands(scores, lo, hi)
-    pct = torch.argsort(torch.argsort(scores.float(), stable=True), stable=True).double() / max(len(scores) - 1, 1)
+    band, pct = bands(scores, lo, hi), rad_percentiles(scores)
     names = ("low", "middle", "high")
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -266,25 +270,41 @@ def fragility_csv(scores: torch.Tensor, accs: dict[str, FragilityAccumulator], l
 def plot_fragility(
     path: Path, scores: torch.Tensor, frags: dict[str, torch.Tensor], lo: float, hi: float, bins: int, title: str
 ) -> None:
-    """Mean fragility per RAD-percentile bin, one line per setting; the bands the levels prune shaded."""
+    # a resize moves activations far more than an encoding: one log scale for all settings
+    plot_by_percentile(path, scores, frags, (lo, hi), bins, title, "fragility (MSE / clean variance, log scale)", True)
+
+
+def plot_by_percentile(
+    path: Path,
+    scores: torch.Tensor,
+    values: dict[str, torch.Tensor],
+    levels: tuple[float, float],
+    bins: int,
+    title: str,
+    ylabel: str,
+    log_scale: bool,
+) -> None:
+    """Mean of each per-channel value per RAD-percentile bin, one line per entry; the bands the levels prune shaded."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    lo, hi = levels
     order = torch.argsort(scores.float(), stable=True)
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     edges = torch.linspace(0, len(scores), bins + 1).round().long()
     centres = [100 * (float(edges[b]) + float(edges[b + 1])) / 2 / len(scores) for b in range(bins)]
-    for setting, frag in frags.items():
-        ranked = frag[order]
+    for name, value in values.items():
+        ranked = value[order]
         means = [float(torch.nanmean(ranked[edges[b] : edges[b + 1]])) for b in range(bins)]
-        ax.plot(centres, means, marker="o", ms=3, label=setting)
+        ax.plot(centres, means, marker="o", ms=3, label=name)
     ax.axvspan(0, 100 * lo, color="#C44E52", alpha=0.15, label="pruned")
     ax.axvspan(100 * hi, 100, color="#C44E52", alpha=0.15)
     ax.set_xlabel("RAD percentile of the channel")
-    ax.set_yscale("log")  # a resize moves activations far more than an encoding: one scale for all settings
-    ax.set_ylabel("fragility (MSE / clean variance, log scale)")
+    if log_scale:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -32,6 +32,7 @@ RULES: dict[str, Rule] = {
     "dissect_max_batches": _COUNT,
     "max_images": _COUNT,
     "bins": _COUNT,
+    "cue_probes": (int, 2, True, None, "100"),
     "views": _COUNT,
     "max_iter": _COUNT,
     "max_epochs": _COUNT,
@@ -74,6 +75,8 @@ ENUMS: dict[str, tuple[str, ...]] = {
     "augment.name": ("reference", "crop_flip", "center_crop", "none"),
     "base_train.augment.name": ("reference", "crop_flip", "center_crop", "none"),
     "diag_data.rad_weight": ("mask", "alpha"),
+    "task.cues": ("auto", "always", "never"),
+    "task.fragility.cues": ("auto", "always", "never"),
 }
 
 

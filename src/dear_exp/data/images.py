@@ -104,7 +104,7 @@ class Preprocess:
     def __call__(self, image: np.ndarray) -> torch.Tensor:
         """HWC uint8 -> normalised CHW float32."""
         image = self.geometry(image)
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+        x = torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1).float().div_(255.0)
         mean = torch.tensor(self.mean).view(3, 1, 1)
         std = torch.tensor(self.std).view(3, 1, 1)
         return (x - mean) / std
@@ -112,4 +112,4 @@ class Preprocess:
     def mask(self, mask: np.ndarray) -> torch.Tensor:
         """HW uint8 mask (255 = generated) -> float [H, W] in [0, 1], same geometry as the image."""
         mask = self.geometry(mask)
-        return torch.from_numpy(np.ascontiguousarray(mask)).float().div_(255.0)
+        return torch.from_numpy(np.require(mask, requirements=["C", "W"])).float().div_(255.0)

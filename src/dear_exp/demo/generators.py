@@ -1,6 +1,11 @@
 """The demo's miniature "generators": fixed-weight encoder/decoder pairs whose upsampling leaves
 weak, generator-specific local pixel correlations (the traces NPR keys on), and the inpainter.
 
+Every generator, seen or unseen, and the inpainter end with the same last stage: they add the shared
+texture (`shared_tile`), a fixed luminance pattern of periods 8 and 16 px (the demo's cue (c): a
+generation artefact common to all generators that JPEG, WebP and resizing to half size keep, unlike
+the generator-specific traces, which they erase). `demo/cues.py` lists the demo world's cues.
+
 All operators below are sums of shifted slices (no reductions, no BLAS), so results are
 bit-for-bit reproducible. Images are float32 arrays of shape (H, W, 3) in [0, 255].
 """
@@ -27,6 +32,18 @@ DESCRIPTIONS: dict[str, str] = {
     "fixed per-phase 3x3 kernels; composited into a JPEG-decoded real photo through a "
     "Gaussian-blurred rectangular mask",
 }
+
+
+# Cue (c), the shared texture: cosines of periods 16 and 8 px along both axes, each of amplitude
+# SHARED_TEXTURE_AMPLITUDE grey levels (std 3 * sqrt(2) = 4.2 in all). The amplitude is set by what the
+# cue must do, before any detector saw it (never tuned on a DEAR result): an 8x8 DCT coefficient of a
+# cosine of amplitude A is about 4 A, which must reach JPEG's quantisation step at quality 50 (about
+# 12 for the lowest frequencies) for the texture to outlive `jpeg50-95`; periods 16 and 8 become 8
+# and 4 after halving the size, so a response learnt at period 8 still fires on a halved image.
+SHARED_TEXTURE_AMPLITUDE = 3.0
+SHARED_TEXTURE_PERIOD = 16
+# spatial frequencies (fy, fx) in cycles per SHARED_TEXTURE_PERIOD px
+_SHARED_FREQUENCIES = ((1, 0), (0, 1), (2, 0), (0, 2))
 
 
 def _param_rng(name: str) -> np.random.Generator:
@@ -174,7 +191,29 @@ def _params(name: str) -> dict[str, np.ndarray]:
     raise KeyError(name)
 
 
-def run_generator(name: str, x: np.ndarray) -> np.ndarray:
+@cache
+def shared_tile() -> np.ndarray:
+    """One period (SHARED_TEXTURE_PERIOD px square) of the shared texture, float32 with zero mean: a sum
+    of cosines with fixed random phases, the same on R, G and B (JPEG's chroma subsampling keeps it)."""
+    rng = _param_rng("shared_texture")
+    n = SHARED_TEXTURE_PERIOD
+    yy, xx = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    tile = np.zeros((n, n))
+    for fy, fx in _SHARED_FREQUENCIES:
+        tile += SHARED_TEXTURE_AMPLITUDE * np.cos(2 * np.pi * (fy * yy + fx * xx) / n + rng.uniform(0, 2 * np.pi))
+    return tile.astype(np.float32)
+
+
+def add_shared_texture(x: np.ndarray) -> np.ndarray:
+    """x (H, W, 3) float32 plus the shared texture, tiled from the top-left corner."""
+    h, w = x.shape[:2]
+    n = SHARED_TEXTURE_PERIOD
+    tile = np.tile(shared_tile(), (-(-h // n), -(-w // n)))[:h, :w]
+    return x + tile[:, :, None]
+
+
+def run_fingerprint(name: str, x: np.ndarray) -> np.ndarray:
+    """The generator's own decoder, without the shared last stage: its specific traces alone."""
     p = _params(name)
     if name == "gen_a":
         y = _conv_transpose2x(_avg_pool(x, 2), p["up"])
@@ -192,6 +231,11 @@ def run_generator(name: str, x: np.ndarray) -> np.ndarray:
         phases = [[_depthwise3(y, p[f"phase{py}{px}"]) for px in range(2)] for py in range(2)]
         return _interleave(phases)
     raise KeyError(name)
+
+
+def run_generator(name: str, x: np.ndarray) -> np.ndarray:
+    """A generator's whole decoder: its own traces, then the shared texture every generator adds."""
+    return add_shared_texture(run_fingerprint(name, x))
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ import numpy as np
 from filelock import FileLock
 from PIL import Image
 
+from dear_exp.demo.cues import CUES, JPEG_QUALITY, jpeg_quality, jpeg_roundtrip
 from dear_exp.demo.generators import (
     DESCRIPTIONS,
     GENERATORS,
@@ -26,7 +27,7 @@ from dear_exp.demo.photos import DOWNSCALE_RANGE, PHOTO_NAMES, TRAIN_WIDTH_FRACT
 from dear_exp.files import atomic_dir, write_atomic
 
 # Bump whenever the content of a build changes, so that stale folders are noticed.
-_VERSION = 1
+_VERSION = 2  # 2: every generator adds the shared texture (cue (c))
 
 SCALES: dict[str, dict[str, Any]] = {
     "demo": {
@@ -66,8 +67,6 @@ SCALES: dict[str, dict[str, Any]] = {
     },
 }
 
-# Real photos are JPEG at a quality drawn per image in this inclusive range.
-_JPEG_QUALITY = (70, 95)
 _MASK_AREA = (0.02, 0.20)
 _MASK_ASPECT = (0.5, 2.0)
 _MASK_BLUR_SIGMA_AT_96 = 2.0
@@ -89,18 +88,6 @@ _PNG_LEVEL = 3  # ~3x faster than the default 6, files ~15 % larger
 
 def _save_png(img: np.ndarray, path: Path) -> None:
     _save(img, path, format="PNG", compress_level=_PNG_LEVEL)
-
-
-def jpeg_roundtrip(img: np.ndarray, quality: int) -> np.ndarray:
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="JPEG", quality=quality)
-    buf.seek(0)
-    with Image.open(buf) as im:
-        return np.asarray(im.convert("RGB"))
-
-
-def jpeg_quality(rng: np.random.Generator) -> int:
-    return int(rng.integers(_JPEG_QUALITY[0], _JPEG_QUALITY[1] + 1))
 
 
 def make_real(rng: np.random.Generator, part: str, size: int, path: Path) -> None:
@@ -214,10 +201,11 @@ def _build(out: Path, scale: str, seed: int) -> dict[str, Any]:
         "image_size": size,
         "test_sizes": list(test_sizes),
         "real_format": "JPEG",
-        "real_jpeg_quality": list(_JPEG_QUALITY),
+        "real_jpeg_quality": list(JPEG_QUALITY),
         "fake_format": "PNG",
         "train_generator": TRAIN_GENERATOR,
         "generators": {g: DESCRIPTIONS[g] for g in GENERATORS + (INPAINTER,)},
+        "cues": {name: cue.description for name, cue in CUES.items()},
         "inpaint_mask_area": {"min": min(areas) if areas else None, "max": max(areas) if areas else None},
         "inpaint_mask_blur_sigma": _MASK_BLUR_SIGMA_AT_96 * size / 96.0,
         "sources": {

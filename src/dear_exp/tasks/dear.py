@@ -16,10 +16,10 @@ from dear_exp.dissect import rad_scores
 from dear_exp.distributed import rendezvous
 from dear_exp.evaluate import calibration_thresholds, evaluate
 from dear_exp.features import describe_cache
-from dear_exp.fragility import analyse
 from dear_exp.prune import PruneSettings, needs_rad, run_masks
 from dear_exp.refit import RefitDataModule, RefitSettings, refit_heads, view_rows
 from dear_exp.report import save_refit, write_report
+from dear_exp.tasks.fragility import demo_world, premise
 from dear_exp.training import ensure_detector
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 def run(cfg: DictConfig) -> dict[str, float]:
     head: RefitSettings = schema.build(cfg.head, "head")
     prune: PruneSettings = schema.build(cfg.prune, "prune")
+    if cfg.task.fragility.enabled:
+        demo_world(cfg, cfg.task.fragility.cues)  # an impossible task.fragility.cues fails before any work
     build.ensure_demo(cfg, [cfg.train_data.root, cfg.diag_data.root, cfg.benchmark.root])
     ensure_detector(cfg)
     L.seed_everything(cfg.seed, workers=True)
@@ -59,23 +61,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         detector.feature_channels,
     )
     if cfg.task.fragility.enabled and scores is not None and trainer.is_global_zero:  # the premise, beside RAD
-        f = cfg.task.fragility
-        samples = benchmark.first_images(f.max_images)
-        analyse(
-            detector,
-            scores,
-            samples,
-            benchmark.settings_beyond_clean(),
-            preprocess,
-            (prune.alpha_low, prune.alpha_high),
-            f.bootstrap,
-            f.bins,
-            cfg.seed,
-            device,
-            out_dir,
-            f"{cfg.detector.name}: fragility against RAD",
-            loggers,
-        )
+        premise(cfg, cfg.task.fragility, detector, scores, benchmark, device, loggers)
     # 3. refit the head of every model on the same rows
     rows = (
         view_rows(store, train.train_set, diag.dataset, train.val_set, head.views, cfg.seed, cfg.train_data.batch_size)

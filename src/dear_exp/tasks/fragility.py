@@ -7,17 +7,23 @@ verdict per setting.
 
 Writes fragility.csv (one row per channel x setting), fragility.json (the band statistics) and
 fragility.png (fragility against RAD percentile, binned, one line per setting, pruned bands shaded).
+On the embedded demo (`task.cues=auto`) also cues.csv/json/png: how much each of the demo world's
+known cues drives each channel (`dear_exp.cues`), so RAD's extremes can be checked against them.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from omegaconf import DictConfig
 
 from dear_exp import build
+from dear_exp.cues import attribute
+from dear_exp.data.datamodules import BenchmarkDataModule
 from dear_exp.detectors import build_detector, preprocess_of
 from dear_exp.dissect import rad_scores
 from dear_exp.distributed import rendezvous
@@ -25,12 +31,15 @@ from dear_exp.errors import DearError
 from dear_exp.fragility import analyse
 from dear_exp.training import ensure_detector
 
+log = logging.getLogger(__name__)
+
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     if not any(cfg.postprocess.settings.values()):
         raise DearError(
             "task=fragility compares clean images with processed ones: give a postprocess preset with a setting beyond clean (e.g. postprocess=robust)"
         )
+    demo_world(cfg, cfg.task.cues)  # an impossible task.cues fails before any work
     build.ensure_demo(cfg, [cfg.train_data.root, cfg.diag_data.root, cfg.benchmark.root])
     ensure_detector(cfg)
     L.seed_everything(cfg.seed, workers=True)
@@ -45,20 +54,68 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     rendezvous(trainer)
     store, device = build.feature_store(cfg, trainer, detector), trainer.strategy.root_device
     scores = rad_scores(diag, detector, device, store)[0]
-    samples = benchmark.first_images(cfg.task.max_images)
+    summary = premise(cfg, cfg.task, detector, scores, benchmark, device, loggers)
+    return {f"{s}/verdict": st["verdict"] for s, st in summary.items()}
+
+
+def premise(
+    cfg: DictConfig,
+    task: DictConfig,
+    detector: torch.nn.Module,
+    scores: torch.Tensor,
+    benchmark: BenchmarkDataModule,
+    device: torch.device,
+    loggers: list[Any],
+) -> dict[str, dict[str, Any]]:
+    """Fragility against RAD on the benchmark's first images (task=fragility, and task=dear with
+    task.fragility.enabled), then the cue attribution where the demo's cues are known."""
+    preprocess, out = preprocess_of(cfg.detector), Path(cfg.paths.work_dir)
+    levels = (float(cfg.prune.alpha_low), float(cfg.prune.alpha_high))
+    samples = benchmark.first_images(task.max_images)
     summary = analyse(
         detector,
         scores,
         samples,
         benchmark.settings_beyond_clean(),
         preprocess,
-        (float(cfg.prune.alpha_low), float(cfg.prune.alpha_high)),
-        cfg.task.bootstrap,
-        cfg.task.bins,
+        levels,
+        task.bootstrap,
+        task.bins,
         cfg.seed,
         device,
-        Path(cfg.paths.work_dir),
+        out,
         f"{cfg.detector.name}: fragility against RAD ({len(samples)} images)",
         loggers,
     )
-    return {f"{s}/verdict": st["verdict"] for s, st in summary.items()}
+    if demo_world(cfg, task.cues):
+        from dear_exp.demo.cues import CUES, cue_probes
+
+        log.info("cue attribution: %d probes per cue of the demo world (task.cues=%s)", task.cue_probes, task.cues)
+        attribute(
+            detector,
+            scores,
+            cue_probes(task.cue_probes, cfg.demo.seed),
+            {name: cue.letter for name, cue in CUES.items()},
+            preprocess,
+            levels,
+            task.bootstrap,
+            task.bins,
+            cfg.seed,
+            device,
+            out,
+            f"{cfg.detector.name}: what drives each channel, against RAD",
+            loggers,
+        )
+    return summary
+
+
+def demo_world(cfg: DictConfig, cues: str) -> bool:
+    """Whether to attribute channels to the demo's cues: `auto` when the detector's training data is
+    the embedded demo (the only world whose cues are known), `always` (refused elsewhere), `never`."""
+    in_demo = Path(cfg.train_data.root).resolve().is_relative_to(Path(cfg.demo.dir).resolve())
+    if cues == "always" and not in_demo:
+        raise DearError(
+            f"task.cues=always needs a detector trained on the embedded demo (train_data.root={cfg.train_data.root} "
+            f"is not in demo.dir={cfg.demo.dir}): only the demo's cues are known; use task.cues=auto or never"
+        )
+    return cues == "always" or (cues == "auto" and in_demo)
