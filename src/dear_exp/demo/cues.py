@@ -11,7 +11,7 @@ because these are known:
     They live at the highest spatial frequencies, which JPEG/WebP quantise away and resizing
     resamples; the unseen generators' fingerprints differ from the seen one's.
 (c) `shared`: the shared texture every generator and the inpainter add last
-    (`generators.shared_tile`): periods 8 and 16 px, luminance only, the same for seen and unseen
+    (`generators.shared_tile`): periods 6 and 12 px, luminance only, the same for seen and unseen
     generators; it survives JPEG, WebP and resizing to half size. A detector that used it alone
     would be robust and would generalise to the unseen generators.
 
@@ -78,7 +78,7 @@ CUES: dict[str, Cue] = {
     },
     "shared": Cue(
         "c",
-        "shared texture every generator adds (periods 8 and 16 px, luminance); survives JPEG, WebP and resizing",
+        "shared texture every generator adds (periods 6 and 12 px, luminance); survives JPEG, WebP and resizing",
         False,
         lambda crop, rng: to_uint8(add_shared_texture(crop.astype(np.float32))),
     ),

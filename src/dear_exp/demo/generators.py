@@ -2,7 +2,7 @@
 weak, generator-specific local pixel correlations (the traces NPR keys on), and the inpainter.
 
 Every generator, seen or unseen, and the inpainter end with the same last stage: they add the shared
-texture (`shared_tile`), a fixed luminance pattern of periods 8 and 16 px (the demo's cue (c): a
+texture (`shared_tile`), a fixed luminance pattern of periods 6 and 12 px (the demo's cue (c): a
 generation artefact common to all generators that JPEG, WebP and resizing to half size keep, unlike
 the generator-specific traces, which they erase). `demo/cues.py` lists the demo world's cues.
 
@@ -34,14 +34,16 @@ DESCRIPTIONS: dict[str, str] = {
 }
 
 
-# Cue (c), the shared texture: cosines of periods 16 and 8 px along both axes, each of amplitude
-# SHARED_TEXTURE_AMPLITUDE grey levels (std 3 * sqrt(2) = 4.2 in all). The amplitude is set by what the
-# cue must do, before any detector saw it (never tuned on a DEAR result): an 8x8 DCT coefficient of a
-# cosine of amplitude A is about 4 A, which must reach JPEG's quantisation step at quality 50 (about
-# 12 for the lowest frequencies) for the texture to outlive `jpeg50-95`; periods 16 and 8 become 8
-# and 4 after halving the size, so a response learnt at period 8 still fires on a halved image.
+# Cue (c), the shared texture: cosines of periods 12 and 6 px along both axes, each of amplitude
+# SHARED_TEXTURE_AMPLITUDE grey levels (std 3 * sqrt(2) = 4.2 in all). Set by what the cue must do,
+# before any detector saw it (never tuned on a DEAR result): an 8x8 DCT coefficient of a cosine of
+# amplitude A is about 4 A, which must reach JPEG's quantisation step at quality 50 (about 12 for the
+# lowest frequencies) for the texture to outlive `jpeg50-95`; periods 12 and 6 become 6 and 3 after
+# halving the size, so a response learnt at period 6 still fires on a halved image. The periods are
+# incommensurate with JPEG's 8 px grid: a period dividing 16 would put structure on the block grid
+# and mimic the real-side cue (a).
 SHARED_TEXTURE_AMPLITUDE = 3.0
-SHARED_TEXTURE_PERIOD = 16
+SHARED_TEXTURE_PERIOD = 12
 # spatial frequencies (fy, fx) in cycles per SHARED_TEXTURE_PERIOD px
 _SHARED_FREQUENCIES = ((1, 0), (0, 1), (2, 0), (0, 2))
 
