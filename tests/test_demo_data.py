@@ -184,6 +184,18 @@ def test_stale_manifest_raises(tmp_path: Path) -> None:
         ensure_demo_data(tmp_path, scale="tiny", seed=0)
 
 
+def test_an_older_build_is_rebuilt_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    old = tmp_path / "tiny-seed0"
+    old.mkdir()
+    (old / "manifest.json").write_text(json.dumps({"version": 1, "scale": "tiny", "seed": 0}))
+    (old / "stale.png").write_bytes(b"old")
+    with caplog.at_level("WARNING"):
+        built = ensure_demo_data(tmp_path, scale="tiny", seed=0)
+    assert built == old and not (old / "stale.png").exists()
+    assert json.loads((old / "manifest.json").read_text())["version"] == writer.VERSION > 1
+    assert "built by an older dear-exp; rebuilding it" in caplog.text
+
+
 def test_failed_build_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("interrupted")

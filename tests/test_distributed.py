@@ -127,3 +127,36 @@ def test_ddp_online_mode_runs(root: Path):
     # an image's augmentation seed follows its place in the global order, not the rank: online reproduces too
     assert (ddp / "results.csv").read_bytes() == (one / "results.csv").read_bytes()
     _assert_heads_match(one, ddp, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("cli")
+def test_ddp_fragility_shards_the_images_and_matches_single_process(root: Path):
+    """task=fragility under DDP: each rank measures every other image, the per-channel sums are added
+    (all-gather) and cached once; the result equals the single-process run up to the order of float64
+    additions; the cue attribution (rank 0) is byte-identical."""
+    args = ("task=fragility", "postprocess=robust", "task.cue_probes=8", "task.bootstrap=50")
+    one, one_cache, _ = _run(root, "fragility_one", *args)
+    ddp, ddp_cache, ddp_proc = _run(root, "fragility_ddp", *args, *DDP)
+    text = (ddp / "fragility.log").read_text() + ddp_proc.stdout + ddp_proc.stderr
+    ranks = {(int(r), int(w)) for r, _, w in re.findall(r"GLOBAL_RANK: (\d+), MEMBER: (\d+)/(\d+)", text)}
+    assert ranks == {(0, 2), (1, 2)}
+    a, b = read_csv(one / "fragility.csv"), read_csv(ddp / "fragility.csv")
+    assert len(a) == len(b) == 512 * 4
+    for ra, rb in zip(a, b, strict=True):
+        assert (ra["channel"], ra["setting"], ra["band"], ra["compared"]) == (
+            rb["channel"],
+            rb["setting"],
+            rb["band"],
+            rb["compared"],
+        )
+        fa, fb = float(ra["fragility"]), float(rb["fragility"])
+        assert fa == pytest.approx(fb, rel=1e-6, abs=1e-12) or (fa != fa and fb != fb)
+    assert (ddp / "cues.csv").read_bytes() == (one / "cues.csv").read_bytes()
+    for cache in (one_cache, ddp_cache):
+        assert len(list((cache / "fragility").glob("*.safetensors"))) == 1
+    again = root / "runs" / "fragility_again"
+    proc = run_cli(*TINY, *args, f"cache.dir={one_cache}", f"hydra.run.dir={again}", cwd=root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Cache hit  fragility" in (again / "fragility.log").read_text() + proc.stdout + proc.stderr
+    assert (again / "fragility.csv").read_bytes() == (one / "fragility.csv").read_bytes()

@@ -70,7 +70,10 @@ def test_fragility_task_on_the_tiny_demo(tiny_demo: Path, tmp_path: Path, monkey
     root = tmp_path / "root"
     shutil.copytree(tiny_demo, root)
     rc, text = run_entry(
-        ["task=fragility", "+debug=default", "postprocess=robust", "task.bootstrap=100"], root, monkeypatch, capfd
+        ["task=fragility", "+debug=default", "postprocess=robust", "task.bootstrap=100", "task.cue_probes=20"],
+        root,
+        monkeypatch,
+        capfd,
     )
     assert rc == 0, text[-3000:]
     out = next((root / "logs").rglob("fragility.csv")).parent
@@ -84,6 +87,29 @@ def test_fragility_task_on_the_tiny_demo(tiny_demo: Path, tmp_path: Path, monkey
     assert (out / "fragility.png").stat().st_size > 10_000
     verdicts = [line for line in text.splitlines() if "extremes more fragile than the middle:" in line]
     assert len(verdicts) == len(settings)
+    # the demo world's cues, attributed per channel (task.cues=auto: the training data is the demo's)
+    from dear_exp.demo.cues import CUES
+
+    cue_rows = read_csv(out / "cues.csv")
+    assert {r["cue"] for r in cue_rows} == set(CUES) and len(cue_rows) == 512 * len(CUES)
+    cues = json.loads((out / "cues.json").read_text())
+    assert cues["probes_per_cue"] == 20 and set(cues["cues"]) == set(CUES)
+    assert cues["letters"]["real_jpeg"] == "a" and cues["letters"]["shared"] == "c"
+    assert (out / "cues.png").stat().st_size > 10_000
+    assert len([line for line in text.splitlines() if "|drive| low" in line]) == len(CUES)
+
+
+def test_cue_attribution_is_refused_where_the_cues_are_unknown(tiny_demo: Path, tmp_path: Path, monkeypatch, capfd):
+    root = tmp_path / "root"
+    shutil.copytree(tiny_demo, root)
+    elsewhere = ["train_data.root=/nonexistent/train", "task=fragility", "+debug=default", "postprocess=robust"]
+    rc, text = run_entry([*elsewhere, "task.cues=always"], root, monkeypatch, capfd)
+    assert rc == 2 and "task.cues=always needs a detector trained on the embedded demo" in text
+    rc, text = run_entry(
+        ["task=fragility", "+debug=default", "postprocess=robust", "task.cues=sometimes"], root, monkeypatch, capfd
+    )
+    assert rc == 2 and "task.cues='sometimes'" in text and "auto" in text
+    assert not list((root / "logs").rglob("cues.csv"))
 
 
 def test_fragility_needs_a_setting_beyond_clean(tiny_demo: Path, tmp_path: Path, monkeypatch, capfd):

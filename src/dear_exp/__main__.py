@@ -45,8 +45,23 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def demo_version() -> int:
+    """The embedded demo's data version: in its base detector's file name, so a base trained on an
+    older build is never reused on a newer one."""
+    from dear_exp.demo.writer import VERSION
+
+    return VERSION
+
+
 def register_resolvers() -> None:
-    for name, fn in (("sweep_group", _sweep_group), ("sweep_job", _sweep_job), ("cwd", os.getcwd), ("cores", cores)):
+    resolvers = (
+        ("sweep_group", _sweep_group),
+        ("sweep_job", _sweep_job),
+        ("cwd", os.getcwd),
+        ("cores", cores),
+        ("demo_version", demo_version),
+    )
+    for name, fn in resolvers:
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 

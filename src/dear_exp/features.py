@@ -231,6 +231,11 @@ class FeatureStore:
         """RAD scores: computed by rank 0 alone (a plain loop, at most dissect_max_batches) and broadcast."""
         return self.cache.fetch("rad", {**self.common, **parts}, compute, f"{self.who}: RAD scores", collective=False)
 
+    def fragility(self, parts: dict[str, Any], compute: Any, describe: str) -> Tensors:
+        """The fragility pass's per-channel sums (`fragility.measure`): every rank measures its share of
+        the images and the sums are added (collective), then cached."""
+        return self.cache.fetch("fragility", {**self.common, **parts}, compute, f"{self.who}: {describe}")
+
 
 def describe_cache(cache: FeatureCache) -> str:
     return f"{cache.hits} hit(s), {cache.misses} miss(es) in {cache.root}" if cache.enabled else "cache disabled"

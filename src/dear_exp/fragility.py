@@ -23,10 +23,12 @@ from typing import Any
 
 import torch
 
+from dear_exp import distributed
 from dear_exp.data.datasets import EvalImages
 from dear_exp.data.folders import Sample
 from dear_exp.data.images import Preprocess
 from dear_exp.data.postprocess import Chain
+from dear_exp.features import FeatureStore, data_parts
 from dear_exp.files import write_atomic
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,18 @@ class FragilityAccumulator:
         self.total += a.sum(1).cpu()
         self.total_sq += (a**2).sum(1).cpu()
         self.count += a.shape[1]
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The sums, as tensors: what the cache stores and ranks add up."""
+        counts = torch.tensor([self.count, self.spatial, self.pooled], dtype=torch.float64)
+        return {"sq_diff": self.sq_diff, "total": self.total, "total_sq": self.total_sq, "counts": counts}
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor]) -> FragilityAccumulator:
+        acc = cls(len(state["sq_diff"]))
+        acc.sq_diff, acc.total, acc.total_sq = state["sq_diff"], state["total"], state["total_sq"]
+        acc.count, acc.spatial, acc.pooled = (int(v) for v in state["counts"].tolist())
+        return acc
 
     @property
     def compared(self) -> str:
@@ -192,14 +206,17 @@ def analyse(
     out: Path,
     title: str,
     loggers: list[Any],
+    store: FeatureStore | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """The whole analysis for one detector: measure, band statistics, fragility.csv/json/png in `out`,
-    a verdict line per setting. Returns the statistics per setting."""
-    accs = measure(detector, samples, settings, preprocess, seed, device)
+    """The whole analysis for one detector: measure (every rank), band statistics, fragility.csv/json/png
+    in `out` and a verdict line per setting (rank 0). Returns the statistics per setting."""
+    accs = measure(detector, samples, settings, preprocess, seed, device, store)
     lo, hi = levels
     stats = {s: band_statistics(scores, a.compute(), lo, hi, bootstrap, seed) for s, a in accs.items()}
-    write_atomic(out / "fragility.csv", fragility_csv(scores, accs, lo, hi))
     summary = {s: {"compared": accs[s].compared, **_plain(st)} for s, st in stats.items()}
+    if distributed.rank() != 0:
+        return summary
+    write_atomic(out / "fragility.csv", fragility_csv(scores, accs, lo, hi))
     write_atomic(out / "fragility.json", json.dumps({"images": len(samples), "settings": summary}, indent=1) + "\n")
     plot_fragility(out / "fragility.png", scores, {s: a.compute() for s, a in accs.items()}, lo, hi, bins, title)
     for setting, st in stats.items():
@@ -208,7 +225,6 @@ def analyse(
     return summary
 
 
-@torch.no_grad()
 def measure(
     detector: torch.nn.Module,
     samples: list[Sample],
@@ -216,13 +232,43 @@ def measure(
     preprocess: Preprocess,
     seed: int,
     device: torch.device,
+    store: FeatureStore | None = None,
 ) -> dict[str, FragilityAccumulator]:
-    """One clean pass and one pass per setting for each image, compared as they come."""
+    """One clean pass and one pass per setting for each image, compared as they come. Under DDP each
+    rank measures every world-th image and the sums are added; with a store, the sums are a feature
+    cache entry (kind `fragility`), keyed by the detector and what each data set depends on."""
     clean = EvalImages(samples, Chain("clean", [], seed), preprocess)
     processed = {s: EvalImages(samples, Chain(s, specs, seed), preprocess) for s, specs in settings.items()}
-    accs = {s: FragilityAccumulator(detector.feature_channels) for s in settings}
+
+    def compute() -> dict[str, torch.Tensor]:
+        share = range(distributed.rank(), len(samples), distributed.world())
+        accs = _accumulate(detector, clean, processed, share, device)
+        mine = {f"{s}/{k}": v for s, acc in accs.items() for k, v in acc.state().items()}
+        every = distributed.all_gather(mine)
+        return {k: torch.stack([part[k] for part in every]).sum(0) for k in mine}
+
+    if store is None:
+        state = compute()
+    else:
+        parts = {"clean": data_parts(clean), "settings": {s: data_parts(d) for s, d in processed.items()}}
+        state = store.fragility(parts, compute, f"fragility sums over {len(samples)} images")
+    return {
+        s: FragilityAccumulator.from_state({k: state[f"{s}/{k}"] for k in ("sq_diff", "total", "total_sq", "counts")})
+        for s in settings
+    }
+
+
+@torch.no_grad()
+def _accumulate(
+    detector: torch.nn.Module,
+    clean: EvalImages,
+    processed: dict[str, EvalImages],
+    share: range,
+    device: torch.device,
+) -> dict[str, FragilityAccumulator]:
+    accs = {s: FragilityAccumulator(detector.feature_channels) for s in processed}
     detector.to(device)
-    for i in range(len(samples)):
+    for i in share:
         a = detector.forward_features(clean[i][0].unsqueeze(0).to(device))
         for s, data in processed.items():
             accs[s].update(a, detector.forward_features(data[i][0].unsqueeze(0).to(device)))

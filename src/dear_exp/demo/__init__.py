@@ -5,11 +5,15 @@ minutes without downloading anything. It is a toy, not a benchmark: a handful
 of scikit-image sample photographs and four hand-made "generators"; numbers
 measured on it say nothing about real detectors on real data.
 
-It reproduces the situation the DEAR paper studies. Real training photos are
-JPEG files (format bias) while fakes are PNG files from generators whose
-upsampling decoders leave weak, generator-specific local pixel correlations
-(the traces NPR keys on). A detector trained on it can learn "JPEG traces mean
-real", so its accuracy on fakes collapses once the fakes are JPEG re-compressed.
+It reproduces the situation the DEAR paper studies, as a controlled experiment:
+its cues are known by construction (`cues`). (a) Real photos are JPEG files,
+fakes PNG: "JPEG traces mean real", a shortcut that post-processing erases.
+(b) Each generator's upsampling decoder leaves weak, generator-specific local
+pixel correlations (the traces NPR keys on), which JPEG, WebP and resizing
+erase. (c) Every generator, seen and unseen, and the inpainter add the same
+faint texture, which survives them. A detector trained on it can learn (a) and
+(b) rather than (c), so its accuracy on fakes collapses once the fakes are JPEG
+re-compressed; `dear_exp.cues` measures which cue drives each channel.
 
 A given (scale, seed) builds byte-identical files every time: each item draws
 from its own sha256-seeded generator, and the generators use element-wise
@@ -17,7 +21,8 @@ float32 numpy only (no BLAS, no thread-dependent reductions) before PIL's
 deterministic encoders. Other Pillow / libjpeg versions may encode differently.
 
 Modules: `photos` (the bundled photographs and seeded crops), `generators` (the miniature
-generators and the inpainter), `writer` (the files of a build, `ensure_demo_data`).
+generators and the inpainter), `cues` (the world's cues and the probes that carry one each),
+`writer` (the files of a build, `ensure_demo_data`).
 """
 
 from dear_exp.demo.generators import GENERATORS

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +26,14 @@ from dear_exp.demo.generators import (
     to_uint8,
 )
 from dear_exp.demo.photos import DOWNSCALE_RANGE, PHOTO_NAMES, TRAIN_WIDTH_FRACTION, item_rng, sample_crop
+from dear_exp.errors import DearError
 from dear_exp.files import atomic_dir, write_atomic
 
-# Bump whenever the content of a build changes, so that stale folders are noticed.
-_VERSION = 2  # 2: every generator adds the shared texture (cue (c))
+log = logging.getLogger(__name__)
+
+# Bump whenever the content of a build changes: older builds are rebuilt, and the demo base detector
+# (its file name carries the version) is retrained.
+VERSION = 2  # 2: every generator adds the shared texture (cue (c))
 
 SCALES: dict[str, dict[str, Any]] = {
     "demo": {
@@ -193,7 +199,7 @@ def _build(out: Path, scale: str, seed: int) -> dict[str, Any]:
             make_fake(item_rng(seed, "test", gen, i), "test", sz, gen, d / f"test_{gen}_{i:04d}.png")
 
     manifest: dict[str, Any] = {
-        "version": _VERSION,
+        "version": VERSION,
         "scale": scale,
         "seed": seed,
         "note": "miniature offline demo data built from scikit-image sample photos; not a benchmark",
@@ -219,27 +225,35 @@ def _build(out: Path, scale: str, seed: int) -> dict[str, Any]:
     return manifest
 
 
+class DemoDataError(DearError, ValueError):
+    """A demo data folder this dear-exp cannot use (one line, exit 2)."""
+
+
 def _is_built(final: Path, scale: str, seed: int) -> bool:
-    """True if final holds a finished build; raise if it holds anything else."""
+    """True if final holds a finished build of this version; False if absent or built by an older
+    dear-exp (derived data: rebuilt, with a warning); raise if it holds anything else."""
     if not final.exists():
         return False
     manifest_path = final / "manifest.json"
     try:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, ValueError) as exc:
-        raise ValueError(
+        raise DemoDataError(
             f"demo data folder {final} exists but has no readable manifest.json "
             f"(an interrupted or hand-made build?); delete it and run again"
         ) from exc
     if not isinstance(manifest, dict):
-        raise ValueError(f"demo data folder {final} has a malformed manifest.json; delete it and run again")
+        raise DemoDataError(f"demo data folder {final} has a malformed manifest.json; delete it and run again")
     found = (manifest.get("version"), manifest.get("scale"), manifest.get("seed"))
-    expected = (_VERSION, scale, seed)
-    if found != expected:
-        raise ValueError(
-            f"demo data folder {final} holds version/scale/seed {found}, expected {expected}; delete it and run again"
-        )
-    return True
+    expected = (VERSION, scale, seed)
+    if found == expected:
+        return True
+    version = found[0]
+    if found[1:] == expected[1:] and isinstance(version, int) and 0 < version < VERSION:
+        return False  # an older build of the same scale and seed: `ensure_demo_data` replaces it
+    raise DemoDataError(
+        f"demo data folder {final} holds version/scale/seed {found}, expected {expected}; delete it and run again"
+    )
 
 
 def ensure_demo_data(root: Path | str, scale: str = "demo", seed: int = 0) -> Path:
@@ -249,7 +263,7 @@ def ensure_demo_data(root: Path | str, scale: str = "demo", seed: int = 0) -> Pa
     under a file lock and renames it into place, the others wait and reuse it.
     """
     if scale not in SCALES:
-        raise ValueError(f"unknown demo scale {scale!r}; choose one of: {', '.join(SCALES)}")
+        raise DemoDataError(f"unknown demo scale {scale!r}; choose one of: {', '.join(SCALES)}")
     root = Path(root)
     final = root / f"{scale}-seed{seed}"
     if _is_built(final, scale, seed):
@@ -258,6 +272,9 @@ def ensure_demo_data(root: Path | str, scale: str = "demo", seed: int = 0) -> Pa
     with FileLock(str(root / f"{final.name}.lock")):
         if _is_built(final, scale, seed):
             return final
+        if final.exists():
+            log.warning("demo data in %s was built by an older dear-exp; rebuilding it as version %d", final, VERSION)
+            shutil.rmtree(final)
         with atomic_dir(final) as tmp:
             _build(tmp, scale, seed)
     return final

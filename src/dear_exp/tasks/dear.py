@@ -60,8 +60,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         int(list(masks.values())[-1].sum()),
         detector.feature_channels,
     )
-    if cfg.task.fragility.enabled and scores is not None and trainer.is_global_zero:  # the premise, beside RAD
-        premise(cfg, cfg.task.fragility, detector, scores, benchmark, device, loggers)
+    if cfg.task.fragility.enabled and scores is not None:  # the premise, beside RAD (every rank: a share each)
+        premise(cfg, cfg.task.fragility, detector, scores, benchmark, device, loggers, store)
     # 3. refit the head of every model on the same rows
     rows = (
         view_rows(store, train.train_set, diag.dataset, train.val_set, head.views, cfg.seed, cfg.train_data.batch_size)

@@ -21,13 +21,14 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from dear_exp import build
+from dear_exp import build, distributed
 from dear_exp.cues import attribute
 from dear_exp.data.datamodules import BenchmarkDataModule
 from dear_exp.detectors import build_detector, preprocess_of
 from dear_exp.dissect import rad_scores
 from dear_exp.distributed import rendezvous
 from dear_exp.errors import DearError
+from dear_exp.features import FeatureStore
 from dear_exp.fragility import analyse
 from dear_exp.training import ensure_detector
 
@@ -54,7 +55,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     rendezvous(trainer)
     store, device = build.feature_store(cfg, trainer, detector), trainer.strategy.root_device
     scores = rad_scores(diag, detector, device, store)[0]
-    summary = premise(cfg, cfg.task, detector, scores, benchmark, device, loggers)
+    summary = premise(cfg, cfg.task, detector, scores, benchmark, device, loggers, store)
     return {f"{s}/verdict": st["verdict"] for s, st in summary.items()}
 
 
@@ -66,9 +67,11 @@ def premise(
     benchmark: BenchmarkDataModule,
     device: torch.device,
     loggers: list[Any],
+    store: FeatureStore,
 ) -> dict[str, dict[str, Any]]:
     """Fragility against RAD on the benchmark's first images (task=fragility, and task=dear with
-    task.fragility.enabled), then the cue attribution where the demo's cues are known."""
+    task.fragility.enabled; every rank measures a share), then, on rank 0, the cue attribution where
+    the demo's cues are known."""
     preprocess, out = preprocess_of(cfg.detector), Path(cfg.paths.work_dir)
     levels = (float(cfg.prune.alpha_low), float(cfg.prune.alpha_high))
     samples = benchmark.first_images(task.max_images)
@@ -86,8 +89,9 @@ def premise(
         out,
         f"{cfg.detector.name}: fragility against RAD ({len(samples)} images)",
         loggers,
+        store,
     )
-    if demo_world(cfg, task.cues):
+    if distributed.rank() == 0 and demo_world(cfg, task.cues):
         from dear_exp.demo.cues import CUES, cue_probes
 
         log.info("cue attribution: %d probes per cue of the demo world (task.cues=%s)", task.cue_probes, task.cues)
