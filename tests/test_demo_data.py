@@ -255,3 +255,23 @@ def test_test_crops_come_from_held_out_columns() -> None:
         test_x0, test_x1 = photos.region(photo, "test")
         assert train_x0 == 0 and train_x1 <= test_x0 and test_x1 == photo.shape[1]
         assert test_x1 - test_x0 >= max(SCALES["demo"]["test_sizes"])
+
+
+def test_the_shared_texture_is_a_knob_of_the_world(tmp_path: Path) -> None:
+    """demo.texture=0 builds a world without cue (c) in its own folder: its fakes are the
+    generators' own outputs; the default world's fakes carry the texture."""
+    from dear_exp.demo.generators import SHARED_TEXTURE_AMPLITUDE
+
+    plain = ensure_demo_data(tmp_path, scale="tiny", seed=0, texture=0.0)
+    default = ensure_demo_data(tmp_path, scale="tiny", seed=0)
+    assert plain.name == "tiny-seed0-texture0" and default.name == "tiny-seed0"
+    assert json.loads((plain / "manifest.json").read_text())["shared_texture_amplitude"] == 0.0
+    assert json.loads((default / "manifest.json").read_text())["shared_texture_amplitude"] == SHARED_TEXTURE_AMPLITUDE
+    rel = "test/fake/gen_a/test_gen_a_0000.png"
+    with Image.open(plain / rel) as a, Image.open(default / rel) as b:
+        diff = np.asarray(b, np.float32) - np.asarray(a, np.float32)
+    assert 3.5 < float(diff.std()) < 5.0  # the texture's std, 3 * sqrt(2), up to rounding and clipping
+    reals = "test/real/photos/test_real_0000.jpg"
+    assert (plain / reals).read_bytes() == (default / reals).read_bytes()  # reals are untouched
+    with pytest.raises(ValueError, match=r"demo.texture=-1 must be"):
+        ensure_demo_data(tmp_path, scale="tiny", seed=0, texture=-1)

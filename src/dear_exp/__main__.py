@@ -53,6 +53,13 @@ def demo_version() -> int:
     return VERSION
 
 
+def demo_folder(scale: str, seed: int, texture: float) -> str:
+    """The demo build's folder name (`demo.writer.folder_name`)."""
+    from dear_exp.demo.writer import folder_name
+
+    return folder_name(scale, int(seed), float(texture))
+
+
 def register_resolvers() -> None:
     resolvers = (
         ("sweep_group", _sweep_group),
@@ -60,6 +67,7 @@ def register_resolvers() -> None:
         ("cwd", os.getcwd),
         ("cores", cores),
         ("demo_version", demo_version),
+        ("demo_folder", demo_folder),
     )
     for name, fn in resolvers:
         if not OmegaConf.has_resolver(name):

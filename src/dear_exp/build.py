@@ -29,7 +29,9 @@ def ensure_demo(cfg: DictConfig, roots: list[str]) -> None:
         return
     from dear_exp.demo import ensure_demo_data
 
-    built = ensure_demo_data(Path(cfg.paths.cache_dir) / "demo", scale=cfg.demo.scale, seed=cfg.demo.seed)
+    built = ensure_demo_data(
+        Path(cfg.paths.cache_dir) / "demo", scale=cfg.demo.scale, seed=cfg.demo.seed, texture=cfg.demo.texture
+    )
     if Path(built).resolve() != Path(cfg.demo.dir).resolve():
         raise DearError(
             f"demo.dir={cfg.demo.dir} but the demo data was built at {built}; leave demo.dir at its default"

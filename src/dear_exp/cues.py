@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from dear_exp.data.images import Preprocess
+from dear_exp.detectors.base import Detector
 from dear_exp.files import write_atomic
 from dear_exp.fragility import Interval, bands, bootstrap_mean, difference, plot_by_percentile, rad_percentiles, side
 
@@ -31,9 +32,7 @@ _BATCH = 32
 
 
 @torch.no_grad()
-def pooled(
-    detector: torch.nn.Module, images: list[np.ndarray], preprocess: Preprocess, device: torch.device
-) -> torch.Tensor:
+def pooled(detector: Detector, images: list[np.ndarray], preprocess: Preprocess, device: torch.device) -> torch.Tensor:
     """[N, C] pooled activations of the dissected layer, in float64."""
     rows = []
     detector.to(device)
@@ -114,7 +113,7 @@ def cues_csv(scores: torch.Tensor, drive: dict[str, torch.Tensor], levels: tuple
 
 
 def attribute(
-    detector: torch.nn.Module,
+    detector: Detector,
     scores: torch.Tensor,
     probes: dict[str, list[np.ndarray]],
     letters: dict[str, str],

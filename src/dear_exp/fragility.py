@@ -28,6 +28,7 @@ from dear_exp.data.datasets import EvalImages
 from dear_exp.data.folders import Sample
 from dear_exp.data.images import Preprocess
 from dear_exp.data.postprocess import Chain
+from dear_exp.detectors.base import Detector
 from dear_exp.features import FeatureStore, data_parts
 from dear_exp.files import write_atomic
 
@@ -193,7 +194,7 @@ def log_fragility(loggers: list[Any], summary: dict[str, dict[str, Any]], plot: 
 
 
 def analyse(
-    detector: torch.nn.Module,
+    detector: Detector,
     scores: torch.Tensor,
     samples: list[Sample],
     settings: dict[str, list[Any]],
@@ -226,7 +227,7 @@ def analyse(
 
 
 def measure(
-    detector: torch.nn.Module,
+    detector: Detector,
     samples: list[Sample],
     settings: dict[str, list[Any]],
     preprocess: Preprocess,
@@ -260,7 +261,7 @@ def measure(
 
 @torch.no_grad()
 def _accumulate(
-    detector: torch.nn.Module,
+    detector: Detector,
     clean: EvalImages,
     processed: dict[str, EvalImages],
     share: range,

@@ -59,6 +59,7 @@ RULES: dict[str, Rule] = {
     "guidance_scale": (float, 0, True, None, "7.5"),
     "num_inference_steps": (int, 1, True, None, "30"),
     "every_s": (float, 0, False, None, "30"),
+    "texture": (float, 0, True, 64, "3.0"),
 }
 # a probability wherever it is: a key named p_<op> (augment.p_jpeg, ...)
 PROBABILITY: Rule = (float, 0, True, 1, "0.5")

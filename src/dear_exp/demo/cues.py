@@ -29,7 +29,14 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from dear_exp.demo.generators import GENERATORS, INPAINTER, add_shared_texture, run_fingerprint, to_uint8
+from dear_exp.demo.generators import (
+    GENERATORS,
+    INPAINTER,
+    SHARED_TEXTURE_AMPLITUDE,
+    add_shared_texture,
+    run_fingerprint,
+    to_uint8,
+)
 from dear_exp.demo.photos import item_rng, sample_crop
 
 # Real photos are JPEG at a quality drawn per image in this inclusive range (cue (a)).
@@ -53,11 +60,12 @@ class Cue:
     letter: str  # the issue's and README's name: a, b or c
     description: str
     spurious: bool  # erased by post-processing (a shortcut) rather than a robust artefact
-    apply: Callable[[np.ndarray, np.random.Generator], np.ndarray]  # clean RGB uint8 -> the probe
+    # (clean RGB uint8, the item's rng, the world's shared-texture amplitude) -> the probe
+    apply: Callable[[np.ndarray, np.random.Generator, float], np.ndarray]
 
 
-def _fingerprint(name: str) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
-    return lambda crop, rng: to_uint8(run_fingerprint(name, crop.astype(np.float32)))
+def _fingerprint(name: str) -> Callable[[np.ndarray, np.random.Generator, float], np.ndarray]:
+    return lambda crop, rng, texture: to_uint8(run_fingerprint(name, crop.astype(np.float32)))
 
 
 CUES: dict[str, Cue] = {
@@ -65,7 +73,7 @@ CUES: dict[str, Cue] = {
         "a",
         "real-side shortcut: real photos are JPEG (quality 70-95), fakes PNG; erased by re-compression and resizing",
         True,
-        lambda crop, rng: jpeg_roundtrip(crop, jpeg_quality(rng)),
+        lambda crop, rng, texture: jpeg_roundtrip(crop, jpeg_quality(rng)),
     ),
     **{
         f"fingerprint/{g}": Cue(
@@ -80,14 +88,17 @@ CUES: dict[str, Cue] = {
         "c",
         "shared texture every generator adds (periods 6 and 12 px, luminance); survives JPEG, WebP and resizing",
         False,
-        lambda crop, rng: to_uint8(add_shared_texture(crop.astype(np.float32))),
+        lambda crop, rng, texture: to_uint8(add_shared_texture(crop.astype(np.float32), texture)),
     ),
 }
 
 
-def cue_probes(n: int, seed: int, size: int = 96) -> dict[str, list[np.ndarray]]:
-    """ "clean" and one probe set per cue, each of n RGB uint8 images; item i of every set is the
-    same test-column crop (paired), so per-item differences isolate the cue."""
+def cue_probes(
+    n: int, seed: int, size: int = 96, texture: float = SHARED_TEXTURE_AMPLITUDE
+) -> dict[str, list[np.ndarray]]:
+    """The probe sets, "clean" and one per cue, each of n RGB uint8 images; item i of every set is the
+    same test-column crop (paired), so per-item differences isolate the cue. `texture`: the world's
+    shared-texture amplitude (`demo.texture`), which the `shared` probes carry."""
     if n < 2:
         raise ValueError(f"cue probes need at least 2 images per cue, got {n}")
     out: dict[str, list[np.ndarray]] = {"clean": [], **{name: [] for name in CUES}}
@@ -96,5 +107,5 @@ def cue_probes(n: int, seed: int, size: int = 96) -> dict[str, list[np.ndarray]]
         crop = sample_crop(rng, "test", size)
         out["clean"].append(crop)
         for name, cue in CUES.items():
-            out[name].append(cue.apply(crop, item_rng(seed, "probe", name, i)))
+            out[name].append(cue.apply(crop, item_rng(seed, "probe", name, i), texture))
     return out

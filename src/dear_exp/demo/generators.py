@@ -194,7 +194,7 @@ def _params(name: str) -> dict[str, np.ndarray]:
 
 
 @cache
-def shared_tile() -> np.ndarray:
+def shared_tile(amplitude: float = SHARED_TEXTURE_AMPLITUDE) -> np.ndarray:
     """One period (SHARED_TEXTURE_PERIOD px square) of the shared texture, float32 with zero mean: a sum
     of cosines with fixed random phases, the same on R, G and B (JPEG's chroma subsampling keeps it)."""
     rng = _param_rng("shared_texture")
@@ -202,15 +202,16 @@ def shared_tile() -> np.ndarray:
     yy, xx = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
     tile = np.zeros((n, n))
     for fy, fx in _SHARED_FREQUENCIES:
-        tile += SHARED_TEXTURE_AMPLITUDE * np.cos(2 * np.pi * (fy * yy + fx * xx) / n + rng.uniform(0, 2 * np.pi))
+        tile += amplitude * np.cos(2 * np.pi * (fy * yy + fx * xx) / n + rng.uniform(0, 2 * np.pi))
     return tile.astype(np.float32)
 
 
-def add_shared_texture(x: np.ndarray) -> np.ndarray:
-    """x (H, W, 3) float32 plus the shared texture, tiled from the top-left corner."""
+def add_shared_texture(x: np.ndarray, amplitude: float = SHARED_TEXTURE_AMPLITUDE) -> np.ndarray:
+    """x (H, W, 3) float32 plus the shared texture (each cosine of `amplitude` grey levels), tiled from
+    the top-left corner."""
     h, w = x.shape[:2]
     n = SHARED_TEXTURE_PERIOD
-    tile = np.tile(shared_tile(), (-(-h // n), -(-w // n)))[:h, :w]
+    tile = np.tile(shared_tile(amplitude), (-(-h // n), -(-w // n)))[:h, :w]
     return x + tile[:, :, None]
 
 
@@ -235,16 +236,17 @@ def run_fingerprint(name: str, x: np.ndarray) -> np.ndarray:
     raise KeyError(name)
 
 
-def run_generator(name: str, x: np.ndarray) -> np.ndarray:
-    """A generator's whole decoder: its own traces, then the shared texture every generator adds."""
-    return add_shared_texture(run_fingerprint(name, x))
+def run_generator(name: str, x: np.ndarray, texture: float = SHARED_TEXTURE_AMPLITUDE) -> np.ndarray:
+    """A generator's whole decoder: its own traces, then the shared texture every generator adds
+    (`texture`: its amplitude; 0 leaves the world without cue (c))."""
+    return add_shared_texture(run_fingerprint(name, x), texture)
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
-def apply_generator(name: str, image: np.ndarray) -> np.ndarray:
+def apply_generator(name: str, image: np.ndarray, texture: float = SHARED_TEXTURE_AMPLITUDE) -> np.ndarray:
     """Map an RGB uint8 image (H, W divisible by 4) through a miniature generator.
 
     name is one of GENERATORS or "inpainter". Exposed for tests and inspection.
@@ -257,4 +259,4 @@ def apply_generator(name: str, image: np.ndarray) -> np.ndarray:
         raise ValueError(f"expected an RGB uint8 array of shape (H, W, 3), got {img.dtype} {img.shape}")
     if img.shape[0] % 4 or img.shape[1] % 4:
         raise ValueError(f"image height and width must be multiples of 4, got {img.shape[:2]}")
-    return to_uint8(run_generator(name, img.astype(np.float32)))
+    return to_uint8(run_generator(name, img.astype(np.float32), texture))

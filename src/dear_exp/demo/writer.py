@@ -20,6 +20,7 @@ from dear_exp.demo.generators import (
     DESCRIPTIONS,
     GENERATORS,
     INPAINTER,
+    SHARED_TEXTURE_AMPLITUDE,
     TRAIN_GENERATOR,
     apply_generator,
     run_generator,
@@ -101,9 +102,16 @@ def make_real(rng: np.random.Generator, part: str, size: int, path: Path) -> Non
     _save_jpeg(crop, path, jpeg_quality(rng))
 
 
-def make_fake(rng: np.random.Generator, part: str, size: int, generator: str, path: Path) -> None:
+def make_fake(
+    rng: np.random.Generator,
+    part: str,
+    size: int,
+    generator: str,
+    path: Path,
+    texture: float = SHARED_TEXTURE_AMPLITUDE,
+) -> None:
     crop = sample_crop(rng, part, size)
-    _save_png(apply_generator(generator, crop), path)
+    _save_png(apply_generator(generator, crop, texture), path)
 
 
 def _gaussian_blur(mask: np.ndarray, sigma: float) -> np.ndarray:
@@ -145,12 +153,14 @@ def _sample_mask(rng: np.random.Generator, size: int) -> np.ndarray:
         return mask
 
 
-def make_inpaint(rng: np.random.Generator, size: int, stem_path: Path) -> float:
+def make_inpaint(
+    rng: np.random.Generator, size: int, stem_path: Path, texture: float = SHARED_TEXTURE_AMPLITUDE
+) -> float:
     """Write {stem}_inpaint.png and {stem}_mask.png; return the mask's area fraction."""
     crop = sample_crop(rng, "train", size)
     orig = jpeg_roundtrip(crop, jpeg_quality(rng)).astype(np.float32)
     mask = _sample_mask(rng, size)
-    generated = run_generator(INPAINTER, orig)
+    generated = run_generator(INPAINTER, orig, texture)
     soft = _gaussian_blur(mask.astype(np.float32), _MASK_BLUR_SIGMA_AT_96 * size / 96.0)[:, :, None]
     out = generated * soft + orig * (np.float32(1.0) - soft)
     _save_png(to_uint8(out), stem_path.with_name(stem_path.name + "_inpaint.png"))
@@ -158,7 +168,7 @@ def make_inpaint(rng: np.random.Generator, size: int, stem_path: Path) -> float:
     return float(mask.mean())
 
 
-def _build(out: Path, scale: str, seed: int) -> dict[str, Any]:
+def _build(out: Path, scale: str, seed: int, texture: float) -> dict[str, Any]:
     cfg = SCALES[scale]
     size: int = cfg["size"]
     test_sizes: tuple[int, ...] = tuple(cfg["test_sizes"])
@@ -177,11 +187,11 @@ def _build(out: Path, scale: str, seed: int) -> dict[str, Any]:
             make_real(item_rng(seed, split, "real", i), "train", size, d / f"{split}_real_{i:04d}.jpg")
         d = folder(f"{split}/fake/{gen}", cfg[f"{split}_fake"])
         for i in range(cfg[f"{split}_fake"]):
-            make_fake(item_rng(seed, split, gen, i), "train", size, gen, d / f"{split}_{gen}_{i:04d}.png")
+            make_fake(item_rng(seed, split, gen, i), "train", size, gen, d / f"{split}_{gen}_{i:04d}.png", texture)
 
     d = folder("inpaint", cfg["inpaint"])
     areas = [
-        make_inpaint(item_rng(seed, "inpaint", "inpaint", i), size, d / f"inpaint_{i:04d}")
+        make_inpaint(item_rng(seed, "inpaint", "inpaint", i), size, d / f"inpaint_{i:04d}", texture)
         for i in range(cfg["inpaint"])
     ]
     if areas and not all(_MASK_AREA[0] <= a <= _MASK_AREA[1] for a in areas):
@@ -196,7 +206,7 @@ def _build(out: Path, scale: str, seed: int) -> dict[str, Any]:
         d = folder(f"test/fake/{gen}", cfg["test_fake_per_generator"])
         for i in range(cfg["test_fake_per_generator"]):
             sz = test_sizes[i % len(test_sizes)]
-            make_fake(item_rng(seed, "test", gen, i), "test", sz, gen, d / f"test_{gen}_{i:04d}.png")
+            make_fake(item_rng(seed, "test", gen, i), "test", sz, gen, d / f"test_{gen}_{i:04d}.png", texture)
 
     manifest: dict[str, Any] = {
         "version": VERSION,
@@ -212,6 +222,7 @@ def _build(out: Path, scale: str, seed: int) -> dict[str, Any]:
         "train_generator": TRAIN_GENERATOR,
         "generators": {g: DESCRIPTIONS[g] for g in GENERATORS + (INPAINTER,)},
         "cues": {name: cue.description for name, cue in CUES.items()},
+        "shared_texture_amplitude": texture,
         "inpaint_mask_area": {"min": min(areas) if areas else None, "max": max(areas) if areas else None},
         "inpaint_mask_blur_sigma": _MASK_BLUR_SIGMA_AT_96 * size / 96.0,
         "sources": {
@@ -229,7 +240,7 @@ class DemoDataError(DearError, ValueError):
     """A demo data folder this dear-exp cannot use (one line, exit 2)."""
 
 
-def _is_built(final: Path, scale: str, seed: int) -> bool:
+def _is_built(final: Path, scale: str, seed: int, texture: float) -> bool:
     """True if final holds a finished build of this version; False if absent or built by an older
     dear-exp (derived data: rebuilt, with a warning); raise if it holds anything else."""
     if not final.exists():
@@ -246,6 +257,11 @@ def _is_built(final: Path, scale: str, seed: int) -> bool:
         raise DemoDataError(f"demo data folder {final} has a malformed manifest.json; delete it and run again")
     found = (manifest.get("version"), manifest.get("scale"), manifest.get("seed"))
     expected = (VERSION, scale, seed)
+    if found == expected and manifest.get("shared_texture_amplitude") != texture:
+        raise DemoDataError(
+            f"demo data folder {final} holds shared texture amplitude {manifest.get('shared_texture_amplitude')}, "
+            f"expected {texture}; delete it and run again"
+        )
     if found == expected:
         return True
     version = found[0]
@@ -256,8 +272,17 @@ def _is_built(final: Path, scale: str, seed: int) -> bool:
     )
 
 
-def ensure_demo_data(root: Path | str, scale: str = "demo", seed: int = 0) -> Path:
-    """Build the data set under root/<scale>-seed<seed>/ if not there yet; return that folder.
+def folder_name(scale: str, seed: int, texture: float = SHARED_TEXTURE_AMPLITUDE) -> str:
+    """<scale>-seed<seed>, with -texture<amplitude> when the shared texture is not the default's."""
+    suffix = "" if texture == SHARED_TEXTURE_AMPLITUDE else f"-texture{texture:g}"
+    return f"{scale}-seed{seed}{suffix}"
+
+
+def ensure_demo_data(
+    root: Path | str, scale: str = "demo", seed: int = 0, texture: float = SHARED_TEXTURE_AMPLITUDE
+) -> Path:
+    """Build the data set under root/`folder_name(...)` if not there yet; return that folder.
+    `texture`: the amplitude of the shared texture, cue (c) (0: a world without it).
 
     Safe to call from several processes at once: one builds into a temporary sibling folder
     under a file lock and renames it into place, the others wait and reuse it.
@@ -265,16 +290,20 @@ def ensure_demo_data(root: Path | str, scale: str = "demo", seed: int = 0) -> Pa
     if scale not in SCALES:
         raise DemoDataError(f"unknown demo scale {scale!r}; choose one of: {', '.join(SCALES)}")
     root = Path(root)
-    final = root / f"{scale}-seed{seed}"
-    if _is_built(final, scale, seed):
+    if not (isinstance(texture, (int, float)) and 0 <= texture <= 64):
+        raise DemoDataError(
+            f"demo.texture={texture!r} must be a number of grey levels in [0, 64] (e.g. demo.texture=3.0)"
+        )
+    final = root / folder_name(scale, seed, texture)
+    if _is_built(final, scale, seed, texture):
         return final
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / f"{final.name}.lock")):
-        if _is_built(final, scale, seed):
+        if _is_built(final, scale, seed, texture):
             return final
         if final.exists():
             log.warning("demo data in %s was built by an older dear-exp; rebuilding it as version %d", final, VERSION)
             shutil.rmtree(final)
         with atomic_dir(final) as tmp:
-            _build(tmp, scale, seed)
+            _build(tmp, scale, seed, float(texture))
     return final

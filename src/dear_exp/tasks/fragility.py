@@ -25,6 +25,7 @@ from dear_exp import build, distributed
 from dear_exp.cues import attribute
 from dear_exp.data.datamodules import BenchmarkDataModule
 from dear_exp.detectors import build_detector, preprocess_of
+from dear_exp.detectors.base import Detector
 from dear_exp.dissect import rad_scores
 from dear_exp.distributed import rendezvous
 from dear_exp.errors import DearError
@@ -62,7 +63,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 def premise(
     cfg: DictConfig,
     task: DictConfig,
-    detector: torch.nn.Module,
+    detector: Detector,
     scores: torch.Tensor,
     benchmark: BenchmarkDataModule,
     device: torch.device,
@@ -98,7 +99,7 @@ def premise(
         attribute(
             detector,
             scores,
-            cue_probes(task.cue_probes, cfg.demo.seed),
+            cue_probes(task.cue_probes, cfg.demo.seed, texture=cfg.demo.texture),
             {name: cue.letter for name, cue in CUES.items()},
             preprocess,
             levels,
