@@ -257,9 +257,10 @@ def _is_built(final: Path, scale: str, seed: int, texture: float) -> bool:
         raise DemoDataError(f"demo data folder {final} has a malformed manifest.json; delete it and run again")
     found = (manifest.get("version"), manifest.get("scale"), manifest.get("seed"))
     expected = (VERSION, scale, seed)
-    if found == expected and manifest.get("shared_texture_amplitude") != texture:
+    amplitude = manifest.get("shared_texture_amplitude", SHARED_TEXTURE_AMPLITUDE)  # early v2 builds: the default
+    if found == expected and amplitude != texture:
         raise DemoDataError(
-            f"demo data folder {final} holds shared texture amplitude {manifest.get('shared_texture_amplitude')}, "
+            f"demo data folder {final} holds shared texture amplitude {amplitude}, "
             f"expected {texture}; delete it and run again"
         )
     if found == expected:
