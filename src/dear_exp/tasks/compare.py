@@ -129,7 +129,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         md.append("| " + " | ".join(f"**{c}**" if (i, j) in best else c for j, c in enumerate(line)) + " |")
     write_atomic(out_dir / "compare.md", "\n".join(md) + "\n")
     _print(head, lines, best)
-    log.info("Compared %d runs: %s", len(runs), out_dir / "compare.md")
+    log.info("Compared %d runs: %s", len(runs), Path(cfg.paths.output_dir) / "compare.md")  # where staging puts it
     return {"runs": float(len(runs))}
 
 
