@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -57,3 +59,27 @@ def test_each_generator_is_scored_against_its_paired_real_set():
     assert by[("base", "guided")]["AUC"] == 0.0  # guided (3, 4) below imagenet (5, 6)
     assert by[("base", "mean")]["AUC"] == 50.0
     assert by[("dear", "ldm")]["AUC"] == 0.0 and by[("base", "ldm")]["n_real"] == 2
+
+
+def test_one_class_logits_leave_the_undefined_metrics_missing_not_zero():
+    real = torch.tensor([-2.0, -1.0, 0.5, 3.0])
+    fake = torch.tensor([1.0, -0.5, 2.0])
+    empty = torch.tensor([])
+    only_real = detection_metrics(real, empty)
+    assert only_real["R.Acc"] == pytest.approx(100 * float((real < 0).double().mean()))  # 2 of 4
+    assert all(math.isnan(only_real[k]) for k in ("AUC", "AP", "F.Acc", "Acc", "Gap"))
+    only_fake = detection_metrics(empty, fake)
+    assert only_fake["F.Acc"] == pytest.approx(100 * float((fake > 0).double().mean()))  # 2 of 3
+    assert all(math.isnan(only_fake[k]) for k in ("AUC", "AP", "R.Acc", "Acc", "Gap"))
+    assert all(math.isnan(v) for v in detection_metrics(empty, empty).values())
+    both = detection_metrics(real, fake)
+    assert not any(math.isnan(v) for v in both.values())
+    y = np.r_[np.zeros(4), np.ones(3)]
+    assert both["AUC"] == pytest.approx(100 * roc_auc_score(y, np.r_[real.numpy(), fake.numpy()]), abs=1e-4)
+
+
+def test_a_nan_threshold_defines_no_accuracy_but_keeps_the_ranking():
+    real, fake = torch.tensor([-2.0, -1.0, 0.5]), torch.tensor([1.0, -0.5, 2.0])
+    m = detection_metrics(real, fake, float("nan"))
+    assert all(math.isnan(m[k]) for k in ("R.Acc", "F.Acc", "Acc", "Gap"))
+    assert m["AUC"] == detection_metrics(real, fake)["AUC"] and m["AP"] == detection_metrics(real, fake)["AP"]

@@ -519,7 +519,7 @@ def test_sweep_presets(compose_cfg):
         "clean": [],
         **{f"webp{q}": [{"op": "webp", "quality": q}] for q in range(100, 29, -10)},
     }
-    assert _settings(compose_cfg, "resize_sweep") == {
+    assert _settings(compose_cfg, "short_side_bicubic_sweep") == {
         "clean": [],
         **{
             f"short{int(r * 512)}": [
@@ -544,14 +544,18 @@ def test_existing_presets_still_parse(compose_cfg):
     assert presets == sorted(
         [
             "aigcdb",
+            "alignedforensics_resolution",
             "clean",
             "clean_jpeg",
+            "cnndetection",
             "corvi_social",
             "dear_processed",
+            "dear_resize_ratio",
             "genimage",
             "jpeg_sweep",
-            "resize_sweep",
+            "resize_sweep",  # retired: a stub that names the replacements (tests/test_resize_protocols.py)
             "robust",
+            "short_side_bicubic_sweep",
             "sidbench",
             "ufd",
             "webp_sweep",

@@ -3,10 +3,15 @@
 `logit0` is the reference's rule (logit > 0 means fake). `calibrated` uses the threshold that
 maximises balanced accuracy on a validation set (chosen before seeing the test set). `oracle` picks
 that threshold on each test subset itself: an upper bound, labelled as such, never a result.
+
+A metric a subset cannot define is NaN, never 0: AUC, AP, Acc and Gap need reals and fakes, R.Acc
+needs reals, F.Acc fakes, and the accuracies need a threshold (the oracle has none on one class).
+Mean rows average each metric over the subsets that define it.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -16,6 +21,9 @@ from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision, Bin
 
 METRICS = ("AUC", "AP", "R.Acc", "F.Acc", "Acc", "Gap")
 POLICIES = ("logit0", "calibrated", "oracle")
+NEEDS_BOTH = ("AUC", "AP", "Acc", "Gap")  # undefined unless a subset has reals and fakes
+
+log = logging.getLogger(__name__)
 
 
 def rank_scores(logits: torch.Tensor) -> torch.Tensor:
@@ -29,21 +37,36 @@ def rank_scores(logits: torch.Tensor) -> torch.Tensor:
 
 def detection_metrics(real_logits: torch.Tensor, fake_logits: torch.Tensor, threshold: float = 0.0) -> dict[str, float]:
     """AUC, AP, R.Acc (reals below the threshold), F.Acc (fakes above it), Acc = their mean, and the
-    asymmetry Gap = R.Acc - F.Acc, in percent. A logit exactly at the threshold is wrong for both."""
+    asymmetry Gap = R.Acc - F.Acc, in percent. A logit exactly at the threshold is wrong for both.
+    What the logits cannot define is NaN: without fakes, F.Acc and every metric in NEEDS_BOTH;
+    without reals, R.Acc and those; with a NaN threshold, the four accuracies."""
+    n_real, n_fake = len(real_logits), len(fake_logits)
+    out = dict.fromkeys(METRICS, float("nan"))
     logits = torch.cat([real_logits, fake_logits]).double()
-    target = torch.cat([torch.zeros(len(real_logits)), torch.ones(len(fake_logits))]).long()
+    target = torch.cat([torch.zeros(n_real), torch.ones(n_fake)]).long()
     scores = rank_scores(logits)
-    f_acc = BinaryRecall()((logits > threshold).long(), target)
-    r_acc = BinarySpecificity()((logits >= threshold).long(), target)
-    out = {
-        "AUC": BinaryAUROC()(scores, target),
-        "AP": BinaryAveragePrecision()(scores, target),
-        "R.Acc": r_acc,
-        "F.Acc": f_acc,
-        "Acc": (r_acc + f_acc) / 2,
-        "Gap": r_acc - f_acc,
-    }
-    return {k: 100.0 * float(v) for k, v in out.items()}
+    thresholded = not math.isnan(threshold)
+    r_acc = BinarySpecificity()((logits >= threshold).long(), target) if n_real and thresholded else None
+    f_acc = BinaryRecall()((logits > threshold).long(), target) if n_fake and thresholded else None
+    if r_acc is not None:
+        out["R.Acc"] = 100.0 * float(r_acc)
+    if f_acc is not None:
+        out["F.Acc"] = 100.0 * float(f_acc)
+    if n_real and n_fake:
+        out["AUC"] = 100.0 * float(BinaryAUROC()(scores, target))
+        out["AP"] = 100.0 * float(BinaryAveragePrecision()(scores, target))
+        if r_acc is not None and f_acc is not None:
+            out["Acc"] = 100.0 * float((r_acc + f_acc) / 2)
+            out["Gap"] = 100.0 * float(r_acc - f_acc)
+    return out
+
+
+def undefined(n_real: int, n_fake: int) -> tuple[str, ...]:
+    """The metrics a subset of n_real reals and n_fake fakes cannot define (at any threshold)."""
+    if n_real and n_fake:
+        return ()
+    one_class = ("F.Acc",) if n_real else ("R.Acc",) if n_fake else ("R.Acc", "F.Acc")
+    return tuple(k for k in METRICS if k in NEEDS_BOTH or k in one_class)
 
 
 def best_threshold(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> float:
@@ -64,12 +87,13 @@ def best_threshold(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> floa
 def bootstrap_intervals(
     real: torch.Tensor, fake: torch.Tensor, threshold: float, n: int, seed: int
 ) -> dict[str, float]:
-    """95 % percentile intervals, resampling reals and fakes separately (stratified), seeded."""
+    """95 % percentile intervals, resampling reals and fakes separately (stratified), seeded. A metric
+    the subset cannot define (one class only) gets NaN bounds."""
     gen = torch.Generator().manual_seed(seed)
     draws: dict[str, list[float]] = {k: [] for k in METRICS}
     for _ in range(n):
-        r = real[torch.randint(len(real), (len(real),), generator=gen)]
-        f = fake[torch.randint(len(fake), (len(fake),), generator=gen)]
+        r = real[torch.randint(len(real), (len(real),), generator=gen)] if len(real) else real
+        f = fake[torch.randint(len(fake), (len(fake),), generator=gen)] if len(fake) else fake
         for k, v in detection_metrics(r, f, threshold).items():
             draws[k].append(v)
     out = {}
@@ -80,8 +104,15 @@ def bootstrap_intervals(
     return out
 
 
+def _mean(values: list[float]) -> float:
+    """The mean of the values that are not NaN; NaN when none is."""
+    defined = [v for v in values if not math.isnan(v)]
+    return sum(defined) / len(defined) if defined else float("nan")
+
+
 def _mean_row(rows: list[dict[str, Any]], template: dict[str, Any], name: str) -> dict[str, Any]:
-    """The unweighted mean over subsets (the reference's table average). A real set shared by
+    """The unweighted mean over subsets (the reference's table average), each metric over the subsets
+    that define it (a one-class subset's NaN AUC is skipped, not counted as 0). A real set shared by
     several subsets is counted once in n_real."""
     reals = {r["real"]: r["n_real"] for r in rows}
     row = {
@@ -93,7 +124,7 @@ def _mean_row(rows: list[dict[str, Any]], template: dict[str, Any], name: str) -
         "n_fake": sum(r["n_fake"] for r in rows),
     }
     for k in METRICS:
-        row[k] = sum(r[k] for r in rows) / len(rows)
+        row[k] = _mean([r[k] for r in rows])
     return row
 
 
@@ -114,6 +145,8 @@ def evaluate_predictions(
     `sources[i]` (an EvalSource) describes `outputs[i]`, the predict batches of dataloader i;
     `subsets[name]` names its paired real source (`real`) and its fake source (`fake_source`,
     default the subset's own name). `calibrated[model]` is the validation-chosen threshold.
+    A subset with reals only (or fakes only) is warned about once, in one line; the metrics it
+    cannot define are NaN in its rows (the oracle's threshold too) and skipped by the mean rows.
     """
     unknown = sorted(set(policies) - set(POLICIES))
     if unknown:
@@ -125,6 +158,19 @@ def evaluate_predictions(
         logits[(source.source, source.setting)] = {m: torch.cat([b[m] for b in batches]) for m in models}
     settings = list(dict.fromkeys(s.setting for s in sources))
     groups = dict(groups) if groups else {"all": list(subsets)}
+    for subset, spec in subsets.items():
+        n_real = len(logits[(spec["real"], settings[0])][models[0]])
+        n_fake = len(logits[(spec.get("fake_source", subset), settings[0])][models[0]])
+        missing = undefined(n_real, n_fake)
+        if missing:
+            log.warning(
+                "subset %r has %d real and %d fake images: %s are undefined there (NaN in results.csv, "
+                "n/a in results.md) and the mean rows skip them",
+                subset,
+                n_real,
+                n_fake,
+                ", ".join(missing),
+            )
     rows: list[dict[str, Any]] = []
     for model in models:
         for policy in policies:
@@ -137,8 +183,10 @@ def evaluate_predictions(
                         thr = 0.0
                     elif policy == "calibrated":
                         thr = float(calibrated[model])  # type: ignore[index]
-                    else:
+                    elif len(real) and len(fake):
                         thr = best_threshold(real, fake)
+                    else:  # no threshold separates one class from nothing
+                        thr = float("nan")
                     row = {
                         "model": model,
                         "threshold_policy": policy,

@@ -16,6 +16,8 @@ from omegaconf import DictConfig
 from dear_exp.files import write_atomic  # noqa: F401  (the report's writes; re-exported)
 from dear_exp.metrics import METRICS
 
+MISSING = "n/a"  # how results.md and the console show a metric a subset cannot define (NaN in results.csv)
+
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
@@ -78,8 +80,24 @@ def plot_rad(path: Path, scores: torch.Tensor, mask: torch.Tensor, title: str) -
     write_atomic(path, buf.getvalue())
 
 
+def is_missing(value: Any) -> bool:
+    """A metric that is not there: None, NaN, or a CSV cell that reads as either."""
+    if value is None or value == "":
+        return True
+    try:
+        return math.isnan(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def cell(value: Any, fmt: str = ".1f") -> str:
+    """A metric as a table shows it: formatted, or `n/a` when missing (never 0)."""
+    return MISSING if is_missing(value) else format(float(value), fmt)
+
+
 def write_csv(path: Path, rows: list[dict[str, Any]], extra: dict[str, Any]) -> None:
-    """One flat row per (model x subset x post-processing), with the keys identifying the run."""
+    """One flat row per (model x subset x post-processing), with the keys identifying the run. A
+    metric a subset cannot define is written `nan` (float("nan") and pandas read it back as NaN)."""
     if not rows:
         return
     fields = list(extra) + list(rows[0])
@@ -106,12 +124,34 @@ def table_cells(rows: list[dict[str, Any]], policy: str = "logit0") -> dict[str,
         lines = []
         for subset in dict.fromkeys(r["subset"] for r in rows if r["postprocess"] == setting):
             lines += [
-                [subset, MODEL_NAMES.get(m, m)] + [f"{index[(m, setting, subset)][k]:.1f}" for k in METRICS]
+                [subset, MODEL_NAMES.get(m, m)] + [cell(index[(m, setting, subset)][k]) for k in METRICS]
                 for m in models
                 if (m, setting, subset) in index
             ]
         tables[setting] = (["subset", "model", *METRICS], lines)
     return tables
+
+
+def missing_note(rows: list[dict[str, Any]], policy: str, setting: str) -> str | None:
+    """The line under a table that has `n/a` cells: which subsets lack which metrics, and how the means
+    treat them."""
+    gaps: dict[str, list[str]] = {}
+    for r in rows:
+        if r.get("threshold_policy", "logit0") != policy or r["postprocess"] != setting:
+            continue
+        if str(r["subset"]).startswith("mean"):
+            continue
+        for k in METRICS:
+            keys = gaps.setdefault(str(r["subset"]), []) if is_missing(r.get(k)) else None
+            if keys is not None and k not in keys:
+                keys.append(k)
+    if not gaps:
+        return None
+    listed = "; ".join(f"{subset}: {', '.join(keys)}" for subset, keys in gaps.items())
+    return (
+        f"{MISSING}: undefined on a subset with one class only ({listed}). "
+        "The mean rows average each metric over the subsets that define it."
+    )
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -128,6 +168,9 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
                 "| " + " | ".join([f"**{c}**" if line[0].startswith("mean") else c for c in line]) + " |"
                 for line in lines
             ]
+            missing = missing_note(rows, policy, setting)
+            if missing:
+                out += ["", missing]
             out.append("")
     return "\n".join(out)
 
@@ -146,7 +189,7 @@ def job_line(rows: list[dict[str, Any]]) -> str:
     parts = []
     for setting in dict.fromkeys(r["postprocess"] for r in means):
         cells = [
-            f"{MODEL_NAMES.get(r['model'], r['model'])} {r['AUC']:.1f}/{r['F.Acc']:.1f}"
+            f"{MODEL_NAMES.get(r['model'], r['model'])} {cell(r['AUC'])}/{cell(r['F.Acc'])}"
             for r in means
             if r["postprocess"] == setting
         ]
@@ -171,6 +214,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                 end_section=i + 1 == len(lines) or lines[i + 1][0] != line[0],
             )
         console.print(table)
+        missing = missing_note(rows, "logit0", setting)
+        if missing:
+            console.print(missing)
     others = [p for p in _policies(rows) if p != "logit0"]
     if others:
         table = Table(
@@ -187,7 +233,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                     r["threshold_policy"],
                     r["postprocess"],
                     r["subset"],
-                    *(f"{r[k]:.1f}" for k in METRICS),
+                    *(cell(r[k]) for k in METRICS),
                 )
         console.print(table)
 
@@ -200,6 +246,11 @@ def _figure(path: Path, fig: Any) -> None:
     fig.savefig(buf, format="png")
     plt.close(fig)
     write_atomic(path, buf.getvalue())
+
+
+def _placed(row: dict[str, Any]) -> bool:
+    """Whether a row has both coordinates of the R.Acc / F.Acc plot (a one-class subset lacks one)."""
+    return not is_missing(row["R.Acc"]) and not is_missing(row["F.Acc"])
 
 
 def plot_racc_facc(path: Path, rows: list[dict[str, Any]], title: str) -> None:
@@ -234,7 +285,7 @@ def plot_racc_facc(path: Path, rows: list[dict[str, Any]], title: str) -> None:
             if model == "base" and target != "base":
                 for r in pts:
                     d = index.get((target, setting, r["subset"]))
-                    if d:
+                    if d and _placed(r) and _placed(d):
                         ax.annotate(
                             "",
                             xy=(d["R.Acc"], d["F.Acc"]),
@@ -242,7 +293,7 @@ def plot_racc_facc(path: Path, rows: list[dict[str, Any]], title: str) -> None:
                             arrowprops={"arrowstyle": "->", "color": "0.55", "lw": 0.7},
                         )
     for r in rows:
-        if r["model"] == models[0] and r["postprocess"] == settings[0]:
+        if r["model"] == models[0] and r["postprocess"] == settings[0] and _placed(r):
             ax.annotate(r["subset"], (r["R.Acc"], r["F.Acc"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xlim(-2, 102)
     ax.set_ylim(-2, 102)
@@ -291,16 +342,17 @@ def compare_rows(
     """One table from several runs' results.csv: a line per (run, model, threshold policy, setting,
     mean row) with the mean metrics, and the best cells: per metric among the lines that share a
     policy, setting and subset (highest, except Gap: closest to 0). Rows aggregated over seeds carry
-    `<metric>_sd`: their cells read `mean ± sd` and the best is chosen on the means, rounded as shown."""
+    `<metric>_sd`: their cells read `mean ± sd` and the best is chosen on the means, rounded as shown.
+    A missing metric (NaN) reads `n/a` and is never the best."""
     head = ["run", "model", "policy", "post-processing", "subset", *METRICS]
     lines: list[list[str]] = []
     values: list[list[float]] = []
     for label, rows in tables:
         for r in rows:
             if str(r["subset"]).startswith("mean"):
-                means = [round(float(r[k]), 1) for k in METRICS]
+                means = [float("nan") if is_missing(r[k]) else round(float(r[k]), 1) for k in METRICS]
                 cells = [
-                    f"{m:.1f}" + (f" ± {float(r[k + '_sd']):.1f}" if k + "_sd" in r else "")
+                    cell(m) + (f" ± {cell(r[k + '_sd'])}" if k + "_sd" in r and not math.isnan(m) else "")
                     for m, k in zip(means, METRICS)
                 ]
                 lines.append(
@@ -320,7 +372,13 @@ def compare_rows(
         comparable.setdefault(tuple(line[2:5]), []).append(i)
     for members in comparable.values():
         for j, metric in enumerate(METRICS):
-            keys = {i: abs(values[i][j]) if metric == "Gap" else -values[i][j] for i in members}
+            keys = {
+                i: abs(values[i][j]) if metric == "Gap" else -values[i][j]
+                for i in members
+                if not math.isnan(values[i][j])
+            }
+            if not keys:
+                continue
             top = min(keys.values())
             best |= {(i, j + 5) for i, k in keys.items() if k == top}
     return head, lines, best
@@ -367,11 +425,12 @@ def write_report(
         if hasattr(lg, "log_image"):
             for key, path in plots.items():
                 lg.log_image(key=key, images=[str(path)])
-        lg.log_metrics(
+        lg.log_metrics(  # a metric a subset cannot define is not logged (NaN stays in results.csv)
             {
                 f"test/{r['model']}/{r.get('threshold_policy', 'logit0')}/{r['postprocess']}/{r['subset']}/{k}": r[k]
                 for r in rows
                 for k in METRICS
+                if not is_missing(r[k])
             }
         )
     return {

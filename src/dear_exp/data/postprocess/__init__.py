@@ -67,6 +67,8 @@ also returns the exact bytes it wrote (`task=export` writes them as they are, ne
 
 Modules: `ops` (the pure image operations above), `specs` (each op's parameters, their checks and
 per-image draws; `OP_CLASSES`, `parse_chain`), `chain` (`Chain`). Everything is importable from here.
+`presets` holds `Retired`, the `_target_` of a retired preset (`conf/postprocess/resize_sweep.yaml`): the
+schema check builds it and stops the run with one line naming the replacements. It is not imported here.
 """
 
 from dear_exp.data.postprocess.chain import Chain
