@@ -28,6 +28,7 @@ from dear_exp.demo.generators import (
     run_generator,
     shared_tile,
 )
+from dear_exp.fragility import Analysis
 from tests.helpers import read_csv
 
 ROBUST = Path(__file__).parents[1] / "src/dear_exp/conf/postprocess/robust.yaml"
@@ -157,6 +158,9 @@ class MatchedDetector(torch.nn.Module):
         tile = torch.from_numpy(shared_tile()).float()
         self.register_buffer("tile", (tile / tile.norm()).view(1, 1, *tile.shape))
 
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        return features.mean((2, 3))
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         g = x.mean(1, keepdim=True)
         texture = torch.nn.functional.conv2d(g, self.tile, stride=SHARED_TEXTURE_PERIOD)
@@ -173,9 +177,8 @@ def test_attribution_gives_each_matched_channel_its_cue(tmp_path):
     scores = torch.tensor([1.0, -1.0, 0.0])
     letters = {name: cue.letter for name, cue in CUES.items()}
     pre = Preprocess((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
-    out = attribute(
-        detector, scores, probes(), letters, pre, (1 / 3, 2 / 3), 50, 3, 0, torch.device("cpu"), tmp_path, "t", []
-    )
+    a = Analysis(detector, scores, pre, (1 / 3, 2 / 3), 50, 3, 0, torch.device("cpu"), tmp_path, [])  # type: ignore[arg-type]
+    out = attribute(a, probes(), letters, "t")
     drive: dict[str, dict[int, float]] = {cue: {} for cue in CUES}
     for r in read_csv(tmp_path / "cues.csv"):
         drive[r["cue"]][int(r["channel"])] = float(r["drive"])

@@ -166,3 +166,41 @@ def test_fragility_goes_to_every_logger(tiny_demo: Path, tmp_path: Path, monkeyp
     rows = read_csv(next((root / "logs").rglob("metrics.csv")))
     keys = {k for r in rows for k, v in r.items() if v}
     assert {"fragility/jpeg75/middle/mean", "fragility/resize0.5/spearman"} <= keys
+
+
+def test_fragility_of_vit_patch_tokens_against_a_hand_computation(tmp_path: Path):
+    """A CLIP detector's dissected map is its patch-token grid; its fixed input crop keeps the grid's
+    size under resizing, so tokens are compared position by position, as a hand computation does."""
+    import numpy as np
+    from PIL import Image
+
+    from dear_exp.data.folders import Sample
+    from dear_exp.data.images import Preprocess, load_image
+    from dear_exp.data.postprocess import Chain
+    from dear_exp.detectors.clip import UFD
+    from dear_exp.fragility import measure
+    from tests.test_detectors_clip import TINY, _reference
+
+    ref, fc = _reference()
+    torch.save({"weight": fc.weight.detach(), "bias": fc.bias.detach()}, tmp_path / "fc.pth")
+    ref.save_pretrained(tmp_path / "hf")
+    det = UFD(backbone=str(tmp_path / "hf"), vision=TINY, block=0).eval()
+    det.load_checkpoint(tmp_path / "fc.pth")
+    rng = np.random.default_rng(0)
+    samples = []
+    for i in range(4):
+        img = (rng.uniform(0, 255, (6, 6, 3)).repeat(8, 0).repeat(8, 1) + rng.normal(0, 8, (48, 48, 3))).clip(0, 255)
+        Image.fromarray(img.astype(np.uint8)).save(tmp_path / f"{i}.png")
+        samples.append(Sample(tmp_path / f"{i}.png", i % 2, f"{i}.png"))
+    pre = Preprocess((0.5, 0.5, 0.5), (0.25, 0.25, 0.25), resize_short=32, center_crop=32)
+    settings = {"jpeg75": [{"op": "jpeg", "quality": 75}], "resize0.5": [{"op": "resize", "factor": 0.5}]}
+    accs = measure(det, samples, settings, pre, 0, torch.device("cpu"))
+    assert {s: a.compared for s, a in accs.items()} == {"jpeg75": "spatial", "resize0.5": "spatial"}
+    with torch.no_grad():
+        clean = torch.cat([det.forward_features(pre(np.array(load_image(s.path)))[None]) for s in samples])
+        chain = Chain("jpeg75", settings["jpeg75"], 0)
+        jpeg = torch.cat([det.forward_features(pre(np.array(chain(load_image(s.path), s.key)))[None]) for s in samples])
+    a, b = clean.double().transpose(0, 1).reshape(32, -1), jpeg.double().transpose(0, 1).reshape(32, -1)
+    expected = ((a - b) ** 2).mean(1) / a.var(1, unbiased=False)
+    torch.testing.assert_close(accs["jpeg75"].compute().double(), expected, rtol=1e-5, atol=1e-9)
+    assert bool((expected > 0).all())

@@ -16,7 +16,6 @@ import csv
 import io
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +24,16 @@ import torch
 from dear_exp.data.images import Preprocess
 from dear_exp.detectors.base import Detector
 from dear_exp.files import write_atomic
-from dear_exp.fragility import Interval, bands, bootstrap_mean, difference, plot_by_percentile, rad_percentiles, side
+from dear_exp.fragility import (
+    Analysis,
+    Interval,
+    bands,
+    bootstrap_mean,
+    difference,
+    plot_by_percentile,
+    rad_percentiles,
+    side,
+)
 
 log = logging.getLogger(__name__)
 _BATCH = 32
@@ -38,7 +46,7 @@ def pooled(detector: Detector, images: list[np.ndarray], preprocess: Preprocess,
     detector.to(device)
     for i in range(0, len(images), _BATCH):
         x = torch.stack([preprocess(im) for im in images[i : i + _BATCH]]).to(device)
-        rows.append(detector.forward_features(x).mean((2, 3)).double().cpu())
+        rows.append(detector.pool(detector.forward_features(x)).double().cpu())
     return torch.cat(rows)
 
 
@@ -113,21 +121,11 @@ def cues_csv(scores: torch.Tensor, drive: dict[str, torch.Tensor], levels: tuple
 
 
 def attribute(
-    detector: Detector,
-    scores: torch.Tensor,
-    probes: dict[str, list[np.ndarray]],
-    letters: dict[str, str],
-    preprocess: Preprocess,
-    levels: tuple[float, float],
-    bootstrap: int,
-    bins: int,
-    seed: int,
-    device: torch.device,
-    out: Path,
-    title: str,
-    loggers: list[Any],
+    a: Analysis, probes: dict[str, list[np.ndarray]], letters: dict[str, str], title: str
 ) -> dict[str, dict[str, Any]]:
-    """The whole cue attribution: drives, band statistics, cues.csv/json/png in `out`, a line per cue."""
+    """The whole cue attribution: drives, band statistics, cues.csv/json/png in `a.out`, a line per cue."""
+    detector, scores, preprocess, levels, device, out = a.detector, a.scores, a.preprocess, a.levels, a.device, a.out
+    bootstrap, bins, seed, loggers = a.bootstrap, a.bins, a.seed, a.loggers
     clean = pooled(detector, probes["clean"], preprocess, device)
     acts = {cue: pooled(detector, ims, preprocess, device) for cue, ims in probes.items() if cue != "clean"}
     drive = drives(clean, acts)

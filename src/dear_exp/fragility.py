@@ -193,33 +193,39 @@ def log_fragility(loggers: list[Any], summary: dict[str, dict[str, Any]], plot: 
         lg.save()  # the CSV logger writes its file on save (no trainer.fit ends this run's logging)
 
 
+@dataclass(frozen=True)
+class Analysis:
+    """What the analyses of one detector share (fragility here, the cue attribution in `cues`): the
+    detector and its RAD scores, the bands' levels, the bootstrap and plot settings, where to write."""
+
+    detector: Detector
+    scores: torch.Tensor
+    preprocess: Preprocess
+    levels: tuple[float, float]
+    bootstrap: int
+    bins: int
+    seed: int
+    device: torch.device
+    out: Path
+    loggers: list[Any]
+
+
 def analyse(
-    detector: Detector,
-    scores: torch.Tensor,
-    samples: list[Sample],
-    settings: dict[str, list[Any]],
-    preprocess: Preprocess,
-    levels: tuple[float, float],
-    bootstrap: int,
-    bins: int,
-    seed: int,
-    device: torch.device,
-    out: Path,
-    title: str,
-    loggers: list[Any],
-    store: FeatureStore | None = None,
+    a: Analysis, samples: list[Sample], settings: dict[str, list[Any]], title: str, store: FeatureStore | None = None
 ) -> dict[str, dict[str, Any]]:
     """The whole analysis for one detector: measure (every rank), band statistics, fragility.csv/json/png
     in `out` and a verdict line per setting (rank 0). Returns the statistics per setting."""
+    detector, scores, preprocess, bootstrap, bins = a.detector, a.scores, a.preprocess, a.bootstrap, a.bins
+    seed, device, out, loggers, levels = a.seed, a.device, a.out, a.loggers, a.levels
     accs = measure(detector, samples, settings, preprocess, seed, device, store)
     lo, hi = levels
-    stats = {s: band_statistics(scores, a.compute(), lo, hi, bootstrap, seed) for s, a in accs.items()}
+    stats = {s: band_statistics(scores, acc.compute(), lo, hi, bootstrap, seed) for s, acc in accs.items()}
     summary = {s: {"compared": accs[s].compared, **_plain(st)} for s, st in stats.items()}
     if distributed.rank() != 0:
         return summary
     write_atomic(out / "fragility.csv", fragility_csv(scores, accs, lo, hi))
     write_atomic(out / "fragility.json", json.dumps({"images": len(samples), "settings": summary}, indent=1) + "\n")
-    plot_fragility(out / "fragility.png", scores, {s: a.compute() for s, a in accs.items()}, lo, hi, bins, title)
+    plot_fragility(out / "fragility.png", scores, {s: acc.compute() for s, acc in accs.items()}, lo, hi, bins, title)
     for setting, st in stats.items():
         log.info("%s", verdict_line(setting, st, accs[setting].compared))
     log_fragility(loggers, summary, out / "fragility.png")

@@ -30,7 +30,7 @@ from dear_exp.dissect import rad_scores
 from dear_exp.distributed import rendezvous
 from dear_exp.errors import DearError
 from dear_exp.features import FeatureStore
-from dear_exp.fragility import analyse
+from dear_exp.fragility import Analysis, analyse
 from dear_exp.training import ensure_detector
 
 log = logging.getLogger(__name__)
@@ -73,44 +73,28 @@ def premise(
     """Fragility against RAD on the benchmark's first images (task=fragility, and task=dear with
     task.fragility.enabled; every rank measures a share), then, on rank 0, the cue attribution where
     the demo's cues are known."""
-    preprocess, out = preprocess_of(cfg.detector), Path(cfg.paths.work_dir)
-    levels = (float(cfg.prune.alpha_low), float(cfg.prune.alpha_high))
-    samples = benchmark.first_images(task.max_images)
-    summary = analyse(
+    a = Analysis(
         detector,
         scores,
-        samples,
-        benchmark.settings_beyond_clean(),
-        preprocess,
-        levels,
+        preprocess_of(cfg.detector),
+        (float(cfg.prune.alpha_low), float(cfg.prune.alpha_high)),
         task.bootstrap,
         task.bins,
         cfg.seed,
         device,
-        out,
-        f"{cfg.detector.name}: fragility against RAD ({len(samples)} images)",
+        Path(cfg.paths.work_dir),
         loggers,
-        store,
     )
+    samples = benchmark.first_images(task.max_images)
+    title = f"{cfg.detector.name}: fragility against RAD ({len(samples)} images)"
+    summary = analyse(a, samples, benchmark.settings_beyond_clean(), title, store)
     if distributed.rank() == 0 and demo_world(cfg, task.cues):
         from dear_exp.demo.cues import CUES, cue_probes
 
         log.info("cue attribution: %d probes per cue of the demo world (task.cues=%s)", task.cue_probes, task.cues)
-        attribute(
-            detector,
-            scores,
-            cue_probes(task.cue_probes, cfg.demo.seed, texture=cfg.demo.texture),
-            {name: cue.letter for name, cue in CUES.items()},
-            preprocess,
-            levels,
-            task.bootstrap,
-            task.bins,
-            cfg.seed,
-            device,
-            out,
-            f"{cfg.detector.name}: what drives each channel, against RAD",
-            loggers,
-        )
+        probes = cue_probes(task.cue_probes, cfg.demo.seed, texture=cfg.demo.texture)
+        letters = {name: cue.letter for name, cue in CUES.items()}
+        attribute(a, probes, letters, f"{cfg.detector.name}: what drives each channel, against RAD")
     return summary
 
 
