@@ -76,3 +76,14 @@ def test_a_multirun_console_gives_one_result_line_per_job(tiny_demo: Path, tmp_p
     assert len(list((root / "logs").rglob("results.md"))) == 2
     per_job = len(text.splitlines()) / 2
     assert per_job < 60, f"{per_job:.0f} console lines per job"
+
+
+def test_a_multirun_job_is_named_after_the_values_it_varied():
+    from dear_exp.__main__ import varied_overrides
+
+    job = ["+experiment=demo", "prune.alpha_low=0.1", "seed=2", "+debug=fdr", "prune.alpha_high=0.9"]
+    assert varied_overrides(job, {"prune.alpha_low", "prune.alpha_high"}) == "prune.alpha_low=0.1,prune.alpha_high=0.9"
+    assert varied_overrides(job, set()) == ""
+    assert varied_overrides(["+head.l2=[1,2]"], {"head.l2"}) == "head.l2=[1,2]"
+    long = varied_overrides([f"task.runs=[{'x' * 200}]"], {"task.runs"}, limit=40)
+    assert len(long) == 40 and long.endswith("...")

@@ -63,6 +63,9 @@ def test_four_job_multirun_each_with_its_own_wandb_run(tiny_demo: Path, tmp_path
         assert len(runs) == 1, f"job {job.name}: expected its own W&B run, got {runs}"
         record = next(runs[0].glob("*.wandb")).read_bytes()
         assert sweeps[0].name.encode() in record, "W&B run not grouped by its sweep"
+        # the run's name says what this job varied (the swept keys only, not +experiment or +debug)
+        low, high = rows[0]["alpha_low"], rows[0]["alpha_high"]
+        assert f"-{job.name}-prune.alpha_low={low},prune.alpha_high={high}".encode() in record
     assert seen == {("0.1", "0.8"), ("0.1", "0.9"), ("0.2", "0.8"), ("0.2", "0.9")}
 
 

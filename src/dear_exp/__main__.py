@@ -33,11 +33,36 @@ def _sweep_group() -> str:
 
 
 def _sweep_job() -> str:
+    """W&B run name's tail: in a multirun the job number and the values this job gives the swept keys
+    ("3-prune.alpha_low=0.2,prune.alpha_high=0.9"), else the run folder's name."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     hc = HydraConfig.get()
-    return str(hc.job.num) if hc.mode == RunMode.MULTIRUN else Path(hc.run.dir).name
+    if hc.mode != RunMode.MULTIRUN:
+        return Path(hc.run.dir).name
+    varied = varied_overrides(list(hc.overrides.task), _swept_keys(hc))
+    return f"{hc.job.num}-{varied}" if varied else str(hc.job.num)
+
+
+def _swept_keys(hc: Any) -> set[str]:
+    """The keys a multirun sweeps: a sweep file's `hydra.sweeper.params`, and the command line's sweep
+    overrides (a,b / range() / choice()), from the `multirun.yaml` Hydra writes before any job."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    keys = set((hc.sweeper.get("params") or {}).keys())
+    saved = Path(hc.sweep.dir) / "multirun.yaml"
+    if saved.is_file():
+        overrides = list(OmegaConf.load(saved).hydra.overrides.task)
+        keys |= {o.key_or_group for o in OverridesParser.create().parse_overrides(overrides) if o.is_sweep_override()}
+    return keys
+
+
+def varied_overrides(job: list[str], swept: set[str], limit: int = 120) -> str:
+    """This job's `key=value` overrides of the swept keys, in command-line order, at most `limit` characters."""
+    parts = [o.lstrip("+~") for o in job if o.lstrip("+~").split("=", 1)[0] in swept]
+    text = ",".join(parts)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def cores() -> int:
