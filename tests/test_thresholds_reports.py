@@ -133,7 +133,13 @@ def test_compare_and_predict_through_the_cli(tiny_demo: Path, tmp_path: Path):
     proc = run_cli("task=compare", "task.runs=[runs/*]", "logger=none", "hydra.run.dir=out_compare", cwd=root)
     assert proc.returncode == 0, proc.stderr[-3000:]
     md = (root / "out_compare" / "compare.md").read_text()
-    assert "dear npr demo bilateral 0.2/0.8" in md and "**" in md
+    assert "**" in md
+    # runs are labelled by what differs between them; the shared base detector is shown once
+    lines = [line for line in md.splitlines() if line.startswith("| alpha_low=")]
+    assert {line.split(" | ")[0] for line in lines} == {"| alpha_low=0.1", "| alpha_low=0.2"}
+    base = [line for line in lines if " | Base | " in line]
+    assert base and all(line.startswith("| alpha_low=0.1 |") for line in base)
+    assert len(base) == len({tuple(line.split(" | ")[2:5]) for line in base})
     images = root / ".cache/demo/tiny-seed0/test/fake/gen_a"
     proc = run_cli("+debug=default", "task=predict", f"task.input={images}", "hydra.run.dir=out_predict", cwd=root)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -187,8 +193,8 @@ def test_compare_over_seeds_gives_mean_and_sd_per_configuration(compose_cfg, tmp
     cfg = compose_cfg("task=compare", f"task.runs=[{tmp_path}/runs/*]", "task.over_seeds=true")
     compare(cfg)
     md = (Path(cfg.paths.output_dir) / "compare.md").read_text()
-    assert "dear npr demo bilateral 0.2/0.8 (seeds 0,1,2)" in md and "**82.0 ± 2.0**" in md
-    assert "dear npr demo bilateral 0.1/0.8 (seeds 0,1)" in md and "70.5 ± 0.7" in md
+    assert "alpha_low=0.2 (seeds 0,1,2)" in md and "**82.0 ± 2.0**" in md
+    assert "alpha_low=0.1 (seeds 0,1)" in md and "70.5 ± 0.7" in md
     write_csv(tmp_path / "runs" / "again" / "results.csv", rows, {**identity, "alpha_low": "0.1", "seed": 1})
     with pytest.raises(DearError, match="share a configuration and a seed"):
         compare(cfg)

@@ -23,23 +23,45 @@ log = logging.getLogger(__name__)
 IDENTITY = ("task", "detector", "layer", "benchmark", "prune_mode", "alpha_low", "alpha_high", "solver", "threads")
 
 
-def _label(row: dict[str, str], run: Path) -> str:
-    parts = [row.get("task", ""), row.get("detector", ""), row.get("benchmark", "")]
-    if row.get("task", "dear") == "dear":
-        mode, low, high = row.get("prune_mode", ""), row.get("alpha_low", ""), row.get("alpha_high", "")
-        parts.append(f"{mode} {low}/{high}" if low or high else mode)
-        parts.append(row.get("solver", ""))
-    return " ".join(p for p in parts if p) or run.name
+# what makes two runs' base rows the same detector on the same data (the base is not refitted)
+BASE = ("detector", "layer", "benchmark", "threads")
+
+
+def labels(firsts: list[dict[str, str]], folders: list[Path], keys: tuple[str, ...]) -> list[str]:
+    """A unique label per run: the identity `keys` whose values differ between the runs, as key=value
+    (the run folder's name where nothing differs, or to tell apart runs that share every value)."""
+    varied = [k for k in keys if len({row.get(k, "") for row in firsts}) > 1]
+    out = [
+        " ".join(f"{k}={row.get(k, '')}" for k in varied if row.get(k, "")) or folder.name
+        for row, folder in zip(firsts, folders)
+    ]
+    counts = {label: out.count(label) for label in out}
+    return [f"{label} ({folder.name})" if counts[label] > 1 else label for label, folder in zip(out, folders)]
+
+
+def base_once(
+    tables: list[tuple[str, list[dict[str, Any]]]], idents: list[tuple[str, ...]]
+) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The base detector's rows kept in the first run of each distinct detector and data (`idents`,
+    one per table), not repeated in every run of a sweep that shares them."""
+    seen: set[tuple[str, ...]] = set()
+    out = []
+    for (label, rows), ident in zip(tables, idents):
+        out.append((label, [r for r in rows if r["model"] != "base" or ident not in seen]))
+        seen.add(ident)
+    return out
 
 
 def over_seeds(tables: list[tuple[Path, list[dict[str, str]]]]) -> list[tuple[str, list[dict[str, Any]]]]:
     """Runs that differ only in their seed, as one line each: the mean and the sample standard
-    deviation over the seeds of every mean row's metrics (`<metric>_sd`), labelled with the seeds."""
+    deviation over the seeds of every mean row's metrics (`<metric>_sd`), labelled with the seeds and
+    the identity keys that differ between the configurations. Base rows once per detector and data."""
     groups: dict[tuple[str, ...], list[tuple[Path, list[dict[str, str]]]]] = {}
     for folder, rows in tables:
         groups.setdefault(tuple(rows[0].get(c, "") for c in IDENTITY), []).append((folder, rows))
     out = []
-    for runs in groups.values():
+    names = labels([runs[0][1][0] for runs in groups.values()], [runs[0][0] for runs in groups.values()], IDENTITY)
+    for name, runs in zip(names, groups.values()):
         seeds = [rows[0].get("seed", "") for _, rows in runs]
         if len(set(seeds)) < len(seeds):
             raise DearError(
@@ -65,9 +87,9 @@ def over_seeds(tables: list[tuple[Path, list[dict[str, str]]]]) -> list[tuple[st
                 row[k] = statistics.fmean(v)
                 row[f"{k}_sd"] = statistics.stdev(v) if len(v) > 1 else 0.0
             merged.append(row)
-        label = f"{_label(runs[0][1][0], runs[0][0])} (seeds {','.join(sorted(seeds, key=_seed_order))})"
-        out.append((label, merged))
-    return out
+        out.append((f"{name} (seeds {','.join(sorted(seeds, key=_seed_order))})", merged))
+    idents = [tuple(runs[0][1][0].get(k, "") for k in BASE) for runs in groups.values()]
+    return base_once(out, idents)
 
 
 def _seed_order(seed: str) -> tuple[int, str]:
@@ -111,11 +133,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if cfg.task.get("over_seeds"):
         tables = over_seeds(read)
     else:
-        tables, labels = [], {}
-        for folder, rows in read:
-            label = _label(rows[0], folder)
-            labels[label] = labels.get(label, 0) + 1
-            tables.append((label if labels[label] == 1 else f"{label} ({folder.name})", rows))
+        names = labels([rows[0] for _, rows in read], [folder for folder, _ in read], (*IDENTITY, "seed"))
+        idents = [tuple(rows[0].get(k, "") for k in (*BASE, "seed")) for _, rows in read]
+        tables = base_once([(name, rows) for name, (_, rows) in zip(names, read)], idents)
     head, lines, best = compare_rows(tables)
     out_dir = Path(cfg.paths.work_dir)
     buf = io.StringIO()
