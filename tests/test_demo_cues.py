@@ -120,6 +120,7 @@ def test_probes_are_paired_and_carry_one_cue_each():
     assert [n for n, c in CUES.items() if not c.spurious] == ["shared"]
     with pytest.raises(ValueError, match="at least 2"):
         cue_probes(1, seed=0)
+    assert "shared" not in cue_probes(2, seed=1, texture=0.0)  # a world without cue (c)
 
 
 @pytest.mark.parametrize("setting", SETTINGS)

@@ -45,7 +45,8 @@ def main(study: Path) -> None:
         print(f"\n## |drive| by band ({len(cues)} seeds, {cues[0]['probes_per_cue']} probes per cue)\n")
         print("| cue | low | middle | high | low vs mid | high vs mid | dominant in low / middle / high (%) |")
         print("|---|---|---|---|---|---|---|")
-        for cue, letter in cues[0]["letters"].items():
+        for cue in cues[0]["cues"]:
+            letter = cues[0]["letters"][cue]
             runs = [c["cues"][cue] for c in cues]
             cells = [ms([r[b]["mean"] for r in runs]) for b in ("low", "middle", "high")]
             sides = ["/".join(r["bands_vs_middle"][b] for r in runs) for b in ("low", "high")]

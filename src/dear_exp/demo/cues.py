@@ -98,14 +98,16 @@ def cue_probes(
 ) -> dict[str, list[np.ndarray]]:
     """The probe sets, "clean" and one per cue, each of n RGB uint8 images; item i of every set is the
     same test-column crop (paired), so per-item differences isolate the cue. `texture`: the world's
-    shared-texture amplitude (`demo.texture`), which the `shared` probes carry."""
+    shared-texture amplitude (`demo.texture`), which the `shared` probes carry; at 0 the world has no
+    cue (c) and there is no `shared` set."""
     if n < 2:
         raise ValueError(f"cue probes need at least 2 images per cue, got {n}")
-    out: dict[str, list[np.ndarray]] = {"clean": [], **{name: [] for name in CUES}}
+    present = {name: cue for name, cue in CUES.items() if name != "shared" or texture > 0}  # texture 0: no cue (c)
+    out: dict[str, list[np.ndarray]] = {"clean": [], **{name: [] for name in present}}
     for i in range(n):
         rng = item_rng(seed, "probe", "clean", i)
         crop = sample_crop(rng, "test", size)
         out["clean"].append(crop)
-        for name, cue in CUES.items():
+        for name, cue in present.items():
             out[name].append(cue.apply(crop, item_rng(seed, "probe", name, i), texture))
     return out
