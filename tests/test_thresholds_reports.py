@@ -198,3 +198,89 @@ def test_compare_over_seeds_gives_mean_and_sd_per_configuration(compose_cfg, tmp
     write_csv(tmp_path / "runs" / "again" / "results.csv", rows, {**identity, "alpha_low": "0.1", "seed": 1})
     with pytest.raises(DearError, match="share a configuration and a seed"):
         compare(cfg)
+
+
+def test_predict_applies_a_saved_calibrated_threshold(compose_cfg, tiny_demo: Path, tmp_path: Path):
+    """task.threshold_from=<run> takes each model's calibrated threshold from its results.csv (the
+    threshold column of the calibrated rows); task.threshold=<logit> sets one for every model."""
+    from dear_exp.__main__ import run_task
+
+    root = tmp_path / "root"
+    shutil.copytree(tiny_demo, root)
+    images = root / ".cache/demo/tiny-seed0/test/fake/gen_a"
+
+    def predict(*overrides: str) -> list[dict[str, str]]:
+        cfg = compose_cfg("+debug=default", "task=predict", f"task.input={images}", *overrides, root=root)
+        run_task(cfg)
+        return read_csv(Path(cfg.paths.output_dir) / "predictions.csv")
+
+    logits = sorted(float(p["logit"]) for p in predict())
+    cut = (logits[3] + logits[4]) / 2  # half of the 8 images on each side
+    detector = compose_cfg("task=predict", f"task.input={images}").detector.name
+    rows = _rows(policies=("logit0", "calibrated"), calibrated={"base": cut, "dear": 5.0})
+    write_csv(tmp_path / "run" / "results.csv", rows, {"task": "dear", "detector": detector})
+    for how in (f"task.threshold_from={tmp_path / 'run'}", f"task.threshold={cut!r}"):
+        preds = predict(how)
+        assert [p["verdict"] for p in preds] == ["fake" if float(p["logit"]) > cut else "real" for p in preds]
+        assert sum(p["verdict"] == "fake" for p in preds) == 4 and float(preds[0]["threshold"]) == cut
+
+    def refused(*overrides: str) -> str:
+        with pytest.raises(DearError) as err:
+            predict(*overrides)
+        assert "\n" not in str(err.value)
+        return str(err.value)
+
+    assert "both set" in refused(f"task.threshold_from={tmp_path / 'run'}", "task.threshold=1.0")
+    assert "no results.csv there" in refused(f"task.threshold_from={tmp_path / 'nowhere'}")
+    assert "must be a number" in refused("task.threshold=high")
+    write_csv(tmp_path / "other" / "results.csv", rows, {"task": "dear", "detector": "corvi"})
+    assert "calibrated for detector corvi" in refused(f"task.threshold_from={tmp_path / 'other'}")
+    write_csv(tmp_path / "plain" / "results.csv", _rows(), {"task": "dear", "detector": detector})
+    assert "no calibrated threshold for model base" in refused(f"task.threshold_from={tmp_path / 'plain'}")
+
+
+def test_compare_draws_alpha_heatmaps_of_a_sweep(compose_cfg, tmp_path: Path):
+    from dear_exp.__main__ import run_task as compare
+
+    identity = {"task": "dear", "detector": "npr", "benchmark": "demo", "prune_mode": "bilateral"}
+    for lo, hi, seed, auc in [
+        ("0.1", "0.8", 0, 80.0),
+        ("0.1", "0.8", 1, 84.0),
+        ("0.2", "0.8", 0, 70.0),
+        ("0.1", "0.9", 0, 60.0),
+    ]:
+        rows = [
+            {
+                "model": model,
+                "threshold_policy": "logit0",
+                "postprocess": "jpeg75",
+                "subset": "mean",
+                "AUC": auc + off,
+                "AP": 1.0,
+                "R.Acc": 1.0,
+                "F.Acc": 50.0,
+                "Acc": 2.0,
+                "Gap": 0.0,
+            }
+            for model, off in (("base", 5.0), ("dear", 0.0))
+        ]
+        write_csv(
+            tmp_path / "runs" / f"{lo}_{hi}_{seed}" / "results.csv",
+            rows,
+            {**identity, "alpha_low": lo, "alpha_high": hi, "seed": seed},
+        )
+    cfg = compose_cfg("task=compare", f"task.runs=[{tmp_path}/runs/*]")
+    compare(cfg)
+    out = Path(cfg.paths.output_dir)
+    cells = {(r["metric"], r["alpha_low"], r["alpha_high"]): r for r in read_csv(out / "heatmaps.csv")}
+    assert cells[("AUC", "0.1", "0.8")]["mean"] == "82.0000" and cells[("AUC", "0.1", "0.8")]["runs"] == "2"
+    assert (
+        cells[("AUC", "0.2", "0.8")]["mean"] == "70.0000" and ("AUC", "0.2", "0.9") not in cells
+    )  # base rows not drawn
+    assert (out / "heatmaps_logit0.png").stat().st_size > 10_000
+    single = tmp_path / "single"
+    write_csv(single / "a" / "results.csv", rows, {**identity, "alpha_low": "0.1", "alpha_high": "0.9"})
+    shutil.rmtree(out)  # compose_cfg's output folder is the same for both runs
+    cfg = compose_cfg("task=compare", f"task.runs=[{single}/*]")
+    compare(cfg)
+    assert not (Path(cfg.paths.output_dir) / "heatmaps.csv").exists()  # one cell: no sweep to draw

@@ -112,8 +112,21 @@ def benchmark(cfg: DictConfig, preprocess: Preprocess) -> BenchmarkDataModule:
     """`benchmark` (its layout instantiated and indexed) under every setting of `postprocess`."""
     from dear_exp.data.benchmarks import load_index
 
+    index, n = load_index(cfg.benchmark), cfg.benchmark.get("max_sample")
+    if n is not None:
+        sizes = {k: len(v) for k, v in index.sources.items()}
+        index = index.subsample(n, cfg.seed)
+        kept = sum(len(v) for v in index.sources.values())
+        log.info(
+            "benchmark.max_sample=%d: %d of %d images kept (at most %d per source, seeded by seed=%d)",
+            n,
+            kept,
+            sum(sizes.values()),
+            n,
+            cfg.seed,
+        )
     return BenchmarkDataModule(
-        index=load_index(cfg.benchmark),
+        index=index,
         postprocess=OmegaConf.to_container(cfg.postprocess.settings, resolve=True),  # type: ignore[arg-type]
         preprocess=preprocess,
         batch_size=cfg.benchmark.batch_size,

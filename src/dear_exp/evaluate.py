@@ -3,7 +3,10 @@ per image (the feature store's rows), under each post-processing setting and thr
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,8 @@ from dear_exp.data.images import Preprocess
 from dear_exp.data.postprocess import Chain
 from dear_exp.errors import DearError
 from dear_exp.features import FeatureStore, head_logits
-from dear_exp.metrics import best_threshold, evaluate_predictions
+from dear_exp.files import write_atomic
+from dear_exp.metrics import best_threshold, evaluate_predictions, gather_logits
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +69,12 @@ def evaluate(
     calibrated: dict[str, float] | None = None,
     bootstrap: int = 0,
     seed: int = 0,
+    protocol: str = "dear",
+    scores: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Every source under every post-processing setting from the cache (one backbone pass each,
-    shared by every head of a sweep), then the metrics per subset and policy."""
+    shared by every head of a sweep), then the metrics per subset and policy under the metric
+    protocol; `scores`: also write every image's logits there (`write_scores`)."""
     models = ("base", *heads)
     log.info("Evaluating %s on %s under %s", "/".join(models), benchmark.name, ", ".join(benchmark.settings))
     requests = [
@@ -75,6 +82,10 @@ def evaluate(
     ]
     rows = store.rows("images", requests, logits=True, batch_size=benchmark.batch_size)  # type: ignore[arg-type]
     outputs = [[model_logits(r, heads)] for r in rows]
+    if scores is not None:
+        write_scores(
+            scores, benchmark.sources, [ds.samples for ds in benchmark.datasets], outputs, benchmark.subsets, models
+        )
     return evaluate_predictions(
         benchmark.sources,
         outputs,
@@ -85,7 +96,55 @@ def evaluate(
         calibrated=calibrated,
         bootstrap=bootstrap,
         seed=seed,
+        protocol=protocol,
     )
+
+
+SCORE_COLUMNS = ("path", "source", "subset", "setting", "label")
+
+
+def write_scores(
+    path: Path,
+    sources: Sequence[Any],
+    samples: Sequence[Sequence[Sample]],
+    outputs: Sequence[Sequence[Mapping[str, torch.Tensor]]],
+    subsets: Mapping[str, Mapping[str, str]],
+    models: tuple[str, ...],
+) -> None:
+    """scores.csv: one row per image and post-processing setting, the logits every metric of
+    results.csv is computed from. `path` is relative to the benchmark root; `source` the index's
+    source (a real set or a subset's fakes); `subset` the subsets that score the image, `;`-joined (a
+    real set paired with several generators lists them all); `label` 0 real, 1 fake; `logit_<model>`
+    per model (base = the detector as released), at full precision (repr: float() reads back the
+    same value). Written atomically."""
+    logits = gather_logits(sources, outputs, models)
+    member: dict[str, list[str]] = {}
+    for subset, spec in subsets.items():
+        member.setdefault(spec["real"], []).append(subset)
+        member.setdefault(spec.get("fake_source", subset), []).append(subset)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([*SCORE_COLUMNS, *(f"logit_{m}" for m in models)])
+    n = 0
+    for source, items in zip(sources, samples):
+        values = logits[(source.source, source.setting)]
+        if any(len(values[m]) != len(items) for m in models):
+            raise RuntimeError(f"{source.source} [{source.setting}]: {len(items)} images but other counts of logits")
+        columns = [values[m].tolist() for m in models]
+        for i, sample in enumerate(items):
+            writer.writerow(
+                [
+                    sample.key,
+                    source.source,
+                    ";".join(dict.fromkeys(member.get(source.source, []))),
+                    source.setting,
+                    sample.label,
+                    *(repr(float(c[i])) for c in columns),
+                ]
+            )
+            n += 1
+    write_atomic(path, buf.getvalue())
+    log.info("Wrote %s: %d rows (image x post-processing setting), logits of %s", path.name, n, ", ".join(models))
 
 
 def score_images(

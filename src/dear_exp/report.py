@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from dear_exp.files import write_atomic  # noqa: F401  (the report's writes; re-exported)
-from dear_exp.metrics import METRICS
+from dear_exp.metrics import METRICS, PEERS
 
 MISSING = "n/a"  # how results.md and the console show a metric a subset cannot define (NaN in results.csv)
 
@@ -95,9 +95,13 @@ def cell(value: Any, fmt: str = ".1f") -> str:
     return MISSING if is_missing(value) else format(float(value), fmt)
 
 
+FULL_PRECISION = ("threshold", "p_threshold")  # read back by task.threshold_from: the very value applied
+
+
 def write_csv(path: Path, rows: list[dict[str, Any]], extra: dict[str, Any]) -> None:
     """One flat row per (model x subset x post-processing), with the keys identifying the run. A
-    metric a subset cannot define is written `nan` (float("nan") and pandas read it back as NaN)."""
+    metric a subset cannot define is written `nan` (float("nan") and pandas read it back as NaN).
+    Metrics have 4 decimals; thresholds full precision (float() reads back the value used)."""
     if not rows:
         return
     fields = list(extra) + list(rows[0])
@@ -105,7 +109,10 @@ def write_csv(path: Path, rows: list[dict[str, Any]], extra: dict[str, Any]) -> 
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({**extra, **{k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()}})
+        cells = {
+            k: (repr(v) if k in FULL_PRECISION else f"{v:.4f}") if isinstance(v, float) else v for k, v in row.items()
+        }
+        writer.writerow({**extra, **cells})
     write_atomic(path, buf.getvalue())
 
 
@@ -154,8 +161,41 @@ def missing_note(rows: list[dict[str, Any]], policy: str, setting: str) -> str |
     )
 
 
+ORACLES = {
+    "ufd": "its find_best_threshold (searched with sigmoid >= t over the sigmoids, scored with > t: on "
+    "saturated sigmoids it can pick 1.0 and give F.Acc 0)",
+    "sidbench": "its find_best_acc_threshold (the first of 100 points of [0, 1] of the highest overall accuracy)",
+    "overall": "none in its code: ours, the midpoint between neighbouring sigmoids of the highest overall accuracy",
+}
+
+
+def protocol_of(rows: list[dict[str, Any]]) -> str:
+    """The metric protocol the rows were computed under (rows written before it was a column: dear)."""
+    return str(rows[0].get("metrics") or "dear") if rows else "dear"
+
+
+def protocol_note(protocol: str) -> str:
+    """How results.md says what its numbers are: the protocol and its rule, in one paragraph."""
+    if protocol == "dear":
+        return (
+            "Metrics: protocol `dear` (DEAR's scripts/eval.py; task.metrics=dear). R.Acc: reals with logit < "
+            "threshold; F.Acc: fakes with logit > threshold (a logit on the threshold is wrong for both); "
+            "Acc = (R.Acc + F.Acc) / 2 (balanced); AUC and AP rank the float64 logits. Thresholds are logits."
+        )
+    peer = PEERS[protocol]
+    return (
+        f"Metrics: protocol `{protocol}`, the rule of {peer.title} ({peer.code}; task.metrics={protocol}). "
+        "An image is fake when its float32 sigmoid is > p (p_threshold in results.csv: 0.5 for logit0, the "
+        "sigmoid of the calibrated logit; p = 0.5 counts as real); R.Acc and F.Acc per class, Acc the overall "
+        "accuracy (not balanced); AUC and AP (scikit-learn's) on the float32 sigmoids, which tie at 1.0 for "
+        f"logits above about 17 and at 0 below about -104. {peer.title} reports {', '.join(peer.reported)}; "
+        f"the other columns are computed in its convention. Oracle threshold: {ORACLES[peer.oracle]}. "
+        "The threshold column is the logit of p."
+    )
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    out = []
+    out = [protocol_note(protocol_of(rows)), ""] if rows else []
     for policy in _policies(rows):
         note = " (oracle: chosen on the test subset itself, an upper bound)" if policy == "oracle" else ""
         for setting, (head, lines) in table_cells(rows, policy).items():
@@ -203,8 +243,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     console = Console(width=max(120, Console().width))
+    protocol = protocol_of(rows)
+    at = "logit 0" if protocol == "dear" else f"sigmoid > 0.5; metrics: {protocol}, see results.md"
     for setting, (head, lines) in table_cells(rows, "logit0").items():
-        table = Table(title=f"post-processing: {setting} (threshold: logit 0)")
+        table = Table(title=f"post-processing: {setting} (threshold: {at})")
         for i, name in enumerate(head):
             table.add_column(name, justify="left" if i < 2 else "right")
         for i, line in enumerate(lines):  # a rule under each subset's models
@@ -401,7 +443,7 @@ def run_identity(cfg: DictConfig, task: str) -> dict[str, Any]:
         "solver": f"{cfg.head.solver}-{cfg.head.mode}" if refits else "",
         "seed": cfg.seed,
         "threads": cfg.threads,
-    }
+    } | ({"max_sample": cfg.benchmark.max_sample} if cfg.benchmark.get("max_sample") is not None else {})
 
 
 def write_report(

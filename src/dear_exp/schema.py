@@ -31,6 +31,7 @@ RULES: dict[str, Rule] = {
     "batch_size": (int, 1, True, None, "32"),
     "dissect_max_batches": _COUNT,
     "max_images": _COUNT,
+    "max_sample": _COUNT,
     "bins": _COUNT,
     "cue_probes": (int, 2, True, None, "100"),
     "views": _COUNT,
@@ -60,6 +61,7 @@ RULES: dict[str, Rule] = {
     "num_inference_steps": (int, 1, True, None, "30"),
     "every_s": (float, 0, False, None, "30"),
     "texture": (float, 0, True, 64, "3.0"),
+    "threshold": (float, None, True, None, "0.65"),  # task=predict's verdict threshold, a logit (null: 0)
 }
 # a probability wherever it is: a key named p_<op> (augment.p_jpeg, ...)
 PROBABILITY: Rule = (float, 0, True, 1, "0.5")
@@ -78,6 +80,8 @@ ENUMS: dict[str, tuple[str, ...]] = {
     "diag_data.rad_weight": ("mask", "alpha"),
     "task.cues": ("auto", "always", "never"),
     "task.fragility.cues": ("auto", "always", "never"),
+    "task.metrics": ("dear", "aigcdb", "cnndetection", "ufd", "sidbench"),  # metrics.PROTOCOLS
+    "task.scores": ("csv", "none"),  # scores.csv of task=dear / task=evaluate
 }
 
 

@@ -6,6 +6,7 @@ import csv
 import glob
 import io
 import logging
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,18 @@ log = logging.getLogger(__name__)
 
 
 # the columns of results.csv that identify a run (report.run_identity), seed aside
-IDENTITY = ("task", "detector", "layer", "benchmark", "prune_mode", "alpha_low", "alpha_high", "solver", "threads")
+IDENTITY = (
+    "task",
+    "detector",
+    "layer",
+    "benchmark",
+    "prune_mode",
+    "alpha_low",
+    "alpha_high",
+    "solver",
+    "threads",
+    "metrics",
+)
 
 
 # what makes two runs' base rows the same detector on the same data (the base is not refitted)
@@ -149,8 +161,91 @@ def run(cfg: DictConfig) -> dict[str, float]:
         md.append("| " + " | ".join(f"**{c}**" if (i, j) in best else c for j, c in enumerate(line)) + " |")
     write_atomic(out_dir / "compare.md", "\n".join(md) + "\n")
     _print(head, lines, best)
+    drawn = heatmaps([rows for _, rows in read], out_dir)
+    if drawn:
+        log.info("alpha_low x alpha_high heatmaps: %s", ", ".join(drawn))
     log.info("Compared %d runs: %s", len(runs), Path(cfg.paths.output_dir) / "compare.md")  # where staging puts it
     return {"runs": float(len(runs))}
+
+
+HEATMAP_METRICS = ("AUC", "F.Acc", "Acc")
+
+
+def heatmap_cells(
+    tables: list[list[dict[str, str]]],
+) -> dict[tuple[str, str, str], dict[tuple[float, float], list[float]]]:
+    """DEAR's mean rows of bilateral runs by (policy, setting, metric), then by (alpha_low, alpha_high):
+    the values of every run (seed) in that cell. The first mean row (the first group's mean) per run."""
+    cells: dict[tuple[str, str, str], dict[tuple[float, float], list[float]]] = {}
+    for rows in tables:
+        seen: set[tuple[str, str]] = set()
+        for r in rows:
+            if (
+                r.get("model") != "dear"
+                or r.get("prune_mode") != "bilateral"
+                or not str(r["subset"]).startswith("mean")
+            ):
+                continue
+            policy, setting = r.get("threshold_policy", "logit0"), r["postprocess"]
+            if (policy, setting) in seen:
+                continue
+            seen.add((policy, setting))
+            alphas = (float(r["alpha_low"]), float(r["alpha_high"]))
+            for k in HEATMAP_METRICS:
+                cells.setdefault((policy, setting, k), {}).setdefault(alphas, []).append(float(r[k]))
+    return cells
+
+
+def heatmaps(tables: list[list[dict[str, str]]], out_dir: Path) -> list[str]:
+    """For a sweep over alpha_low x alpha_high (at least two values of one): heatmaps.csv (the mean over
+    runs of each cell) and one heatmaps_<policy>.png per threshold policy, a row per setting and a
+    column per metric (AUC, F.Acc, Acc of DEAR's mean row). Returns the files written."""
+    cells = heatmap_cells(tables)
+    grid = {a for per in cells.values() for a in per}
+    lows, highs = sorted({a for a, _ in grid}), sorted({b for _, b in grid})
+    if len(lows) < 2 and len(highs) < 2:
+        return []
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["policy", "postprocess", "metric", "alpha_low", "alpha_high", "mean", "runs"])
+    for (policy, setting, metric), per in cells.items():
+        for (lo, hi), values in sorted(per.items()):
+            w.writerow([policy, setting, metric, lo, hi, f"{statistics.fmean(values):.4f}", len(values)])
+    write_atomic(out_dir / "heatmaps.csv", buf.getvalue())
+    written = ["heatmaps.csv"]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for policy in dict.fromkeys(p for p, _, _ in cells):
+        settings = list(dict.fromkeys(s for p, s, _ in cells if p == policy))
+        fig, axes = plt.subplots(len(settings), 3, figsize=(9.6, 2.8 * len(settings)), squeeze=False)
+        for i, setting in enumerate(settings):
+            for j, metric in enumerate(HEATMAP_METRICS):
+                per = cells[(policy, setting, metric)]
+                z = [[statistics.fmean(per[(lo, hi)]) if (lo, hi) in per else math.nan for hi in highs] for lo in lows]
+                ax = axes[i][j]
+                im = ax.imshow(z, origin="lower", cmap="viridis", aspect="auto")
+                for a, row in enumerate(z):
+                    for b, v in enumerate(row):
+                        if not math.isnan(v):
+                            dark = float(im.norm(v)) < 0.6  # light text on the dark end of viridis
+                            ax.text(b, a, f"{v:.1f}", ha="center", va="center", fontsize=8, color="w" if dark else "k")
+                ax.set_xticks(range(len(highs)), [f"{h:g}" for h in highs])
+                ax.set_yticks(range(len(lows)), [f"{lo:g}" for lo in lows])
+                ax.set_xlabel("alpha_high")
+                ax.set_ylabel("alpha_low")
+                ax.set_title(f"DEAR {metric}, {setting}", fontsize=9)
+                fig.colorbar(im, ax=ax, fraction=0.046)
+        fig.suptitle(f"threshold policy {policy} (mean over the runs of each cell)", fontsize=10)
+        fig.tight_layout()
+        png = io.BytesIO()
+        fig.savefig(png, format="png", dpi=110)
+        plt.close(fig)
+        write_atomic(out_dir / f"heatmaps_{policy}.png", png.getvalue())
+        written.append(f"heatmaps_{policy}.png")
+    return written
 
 
 def _print(head: list[str], lines: list[list[str]], best: set[tuple[int, int]]) -> None:

@@ -92,7 +92,18 @@ def run(cfg: DictConfig) -> dict[str, float]:
         if "calibrated" in cfg.task.thresholds
         else None
     )
-    results = evaluate(store, benchmark, heads, tuple(cfg.task.thresholds), calibrated, cfg.task.bootstrap, cfg.seed)
+    scores_csv = out_dir / "scores.csv" if cfg.task.scores == "csv" and trainer.is_global_zero else None
+    results = evaluate(
+        store,
+        benchmark,
+        heads,
+        tuple(cfg.task.thresholds),
+        calibrated,
+        cfg.task.bootstrap,
+        cfg.seed,
+        cfg.task.metrics,
+        scores_csv,
+    )
     log.info("Feature cache: %s", describe_cache(store.cache))
     if not trainer.is_global_zero:
         return {}

@@ -50,8 +50,20 @@ def run(cfg: DictConfig) -> dict[str, float]:
         calibrated = calibration_thresholds(
             store, data.val_set.samples, preprocess, heads, cfg.seed, cfg.benchmark.batch_size
         )
-    rows = evaluate(store, benchmark, heads, tuple(cfg.task.thresholds), calibrated, cfg.task.bootstrap, cfg.seed)
+    out_dir = Path(cfg.paths.work_dir)
+    scores = out_dir / "scores.csv" if cfg.task.scores == "csv" and trainer.is_global_zero else None
+    rows = evaluate(
+        store,
+        benchmark,
+        heads,
+        tuple(cfg.task.thresholds),
+        calibrated,
+        cfg.task.bootstrap,
+        cfg.seed,
+        cfg.task.metrics,
+        scores,
+    )
     log.info("Feature cache: %s", describe_cache(store.cache))
     if not trainer.is_global_zero:
         return {}
-    return write_report(cfg, "evaluate", Path(cfg.paths.work_dir), rows, loggers)
+    return write_report(cfg, "evaluate", out_dir, rows, loggers)

@@ -7,6 +7,8 @@ the package imports every module and registers each such class (see `dear_exp.da
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -38,6 +40,22 @@ class BenchmarkIndex:
 
     def is_real(self, source: str) -> bool:
         return source in self.real_sources
+
+    def subsample(self, n: int | None, seed: int) -> BenchmarkIndex:
+        """At most n images per source (each fake subset and each real set), for quick looks at large
+        benchmarks (SIDBench's and UFD's max_sample): the n whose seeded sha256 of the key is smallest,
+        so the choice depends on the seed and the files, never on the listing order; kept in key order."""
+        if n is None:
+            return self
+
+        def pick(samples: list[Sample]) -> list[Sample]:
+            if len(samples) <= n:
+                return samples
+            ranked = sorted(samples, key=lambda s: hashlib.sha256(f"max_sample/{seed}/{s.key}".encode()).digest())
+            chosen = set(ranked[:n])
+            return [s for s in samples if s in chosen]
+
+        return dataclasses.replace(self, sources={k: pick(v) for k, v in self.sources.items()})
 
     def check(self) -> None:
         """Every subset pairs a real source with a fake one, labels agree, groups name subsets."""
