@@ -105,7 +105,17 @@ def test_ddp_two_processes_match_single_process(root: Path, solver: str):
     assert _ranks(ddp, ddp_proc) == {(0, 2), (1, 2)}, "both DDP ranks must have started"
     assert len(_rows(one)) == 96  # 4 models x 3 policies x 2 settings x (3 generators + mean)
     # every column, metrics and thresholds included: no image scored twice or dropped
-    assert (ddp / "results.csv").read_bytes() == (one / "results.csv").read_bytes()
+    if solver == "newton":
+        assert (ddp / "results.csv").read_bytes() == (one / "results.csv").read_bytes()
+    else:  # adam's all-reduced head differs by float rounding: so do its thresholds, written at full precision
+        a_rows, b_rows = _rows(one), _rows(ddp)
+        assert len(a_rows) == len(b_rows)
+        for ra, rb in zip(a_rows, b_rows, strict=True):
+            assert {k: v for k, v in ra.items() if k != "threshold"} == {
+                k: v for k, v in rb.items() if k != "threshold"
+            }
+            if ra["threshold"] not in ("", "nan"):
+                assert float(ra["threshold"]) == pytest.approx(float(rb["threshold"]), rel=1e-6, abs=1e-9)
     assert (ddp / "rad_scores.csv").read_bytes() == (one / "rad_scores.csv").read_bytes()
     a, b = load_file(one / "dissection.safetensors"), load_file(ddp / "dissection.safetensors")
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
