@@ -70,10 +70,14 @@ def test_a_multirun_console_gives_one_result_line_per_job(tiny_demo: Path, tmp_p
     shutil.copytree(tiny_demo, root)
     rc, text = run_entry(["-m", "+debug=fdr", "prune.alpha_low=0.1,0.2"], root, monkeypatch, capfd)
     assert rc == 0, text[-3000:]
-    results = [line for line in text.splitlines() if "mean AUC/F.Acc (logit 0) clean: Base" in line]
+    results = [line for line in text.splitlines() if "mean AUC/F.Acc/Acc (calibrated threshold) clean: Base" in line]
     assert len(results) == 2 and "DEAR" in results[0]
     assert "post-processing: clean (threshold: logit 0)" not in text  # no full table on the console
     assert len(list((root / "logs").rglob("results.md"))) == 2
+    assert not list((root / "logs").rglob("*.png")), "task.plots=auto: a multirun job draws no figures"
+    # the second job reads every row from the cache: the detector's weights are never loaded
+    assert text.count("its identity from the cache; the weights are read only if") == 1
+    assert "Loading detector weights" not in text
     per_job = len(text.splitlines()) / 2
     assert per_job < 60, f"{per_job:.0f} console lines per job"
 

@@ -30,7 +30,8 @@ from tests.helpers import read_csv, run_cli
 # sum * world / global-count loss scaling; the demo's 64 would leave one even batch.
 TINY = ("demo.scale=tiny", "logger=csv", "train_data.batch_size=25")
 DDP = ("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2")
-CACHE_KINDS = {"images", "views", "rad", "heads"}  # heads: solved Newton fits (adam: none)
+# heads: solved Newton fits (adam: none); detector: the weights' identity card (detectors/deferred.py)
+CACHE_KINDS = {"images", "views", "rad", "heads", "detector"}
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ def test_demo_fast_dev_run_in_process(compose_cfg, tiny_demo: Path, tmp_path: Pa
     metrics = run_task(cfg)
     assert Path(cfg.detector.checkpoint).is_file(), "the base detector was not trained and cached"
     out = Path(cfg.paths.output_dir)
-    for name in (*OUTPUTS, "racc_facc.png", "severity.png"):
+    for name in (*OUTPUTS, "racc_facc.png", "severity.png", "roc.png", "pr.png", "scores.csv"):
         assert (out / name).is_file(), name
     rows = read_csv(out / "results.csv")
     # 4 models (base, the refit and random controls, DEAR) x 3 threshold policies x 2 settings x (3 generators + mean)
@@ -33,7 +33,8 @@ def test_demo_fast_dev_run_in_process(compose_cfg, tiny_demo: Path, tmp_path: Pa
     assert set(metrics) >= {"dear/jpeg75/mean/F.Acc", "base/clean/mean/R.Acc"}
     head = load_file(out / "head.safetensors")
     assert int(head["mask"].sum()) == 512 - 2 * 102 and head["weight"].shape == (1, 512)
-    assert "| **mean** |" in (out / "results.md").read_text()
+    md = (out / "results.md").read_text()
+    assert "| **mean** |" in md and "### DEAR, threshold calibrated" in md and "## Confusion matrices" in md
 
 
 @pytest.mark.slow
@@ -48,6 +49,7 @@ def test_four_job_multirun_each_with_its_own_wandb_run(tiny_demo: Path, tmp_path
         "prune.alpha_high=0.8,0.9",
         "+debug=fdr",
         "logger=wandb",
+        "task.plots=always",  # a multirun job draws no figures unless asked (tests/test_console.py)
         cwd=root,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -63,6 +65,9 @@ def test_four_job_multirun_each_with_its_own_wandb_run(tiny_demo: Path, tmp_path
         assert len(runs) == 1, f"job {job.name}: expected its own W&B run, got {runs}"
         record = next(runs[0].glob("*.wandb")).read_bytes()
         assert sweeps[0].name.encode() in record, "W&B run not grouped by its sweep"
+        for key in (b"leaderboard/logit0/dear", b"leaderboard/calibrated/base", b"confusion/oracle", b"roc", b"pr"):
+            assert key in record, f"job {job.name}: {key!r} not logged to W&B"
+        assert (job / "roc.png").is_file() and (job / "racc_facc.png").is_file()
         # the run's name says what this job varied (the swept keys only, not +experiment or +debug)
         low, high = rows[0]["alpha_low"], rows[0]["alpha_high"]
         assert f"-{job.name}-prune.alpha_low={low},prune.alpha_high={high}".encode() in record

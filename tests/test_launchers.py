@@ -66,11 +66,13 @@ def test_two_parallel_jobs_share_one_cache(tiny_demo: Path, tmp_path: Path):
     hits = [line for log in logs for line in log.splitlines() if "Cache hit" in line]
     entries = sorted((root / ".cache" / "features").glob("*/*.safetensors"))
     heads = [e for e in entries if e.parent.name == "heads"]
-    assert len(entries) - len(heads) == 13
+    cards = [e for e in entries if e.parent.name == "detector"]  # the detector's identity (detectors/deferred.py)
+    assert len(entries) - len(heads) - len(cards) == 13 and len(cards) == 1
     # solved heads: the shared refit control, and each job's random control and DEAR head (their masks differ)
     assert len(heads) == 5
-    # each of the 13 feature entries and the refit control was computed by exactly one job and read by the other
-    assert len(hits) == 14, (computed, hits)
+    # each of the 13 feature entries, the refit control and the detector card was computed by exactly one
+    # job and read by the other
+    assert len(hits) == 15, (computed, hits)
     rows = [read_csv(root / "sweep" / str(j) / "results.csv") for j in (0, 1)]
     base = [[r["AUC"] for r in job if r["model"] == "base"] for job in rows]
     assert base[0] == base[1]

@@ -9,14 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dear_exp.cache import FeatureCache
 from dear_exp.data.datamodules import BenchmarkDataModule, DiagnosticDataModule, TrainDataModule, resolve_workers
 from dear_exp.data.images import Preprocess
+from dear_exp.detectors import build_detector
 from dear_exp.detectors.base import Detector
+from dear_exp.detectors.deferred import load_detector
 from dear_exp.errors import DearError
+from dear_exp.evaluate import Evaluation, evaluate
 from dear_exp.features import FeatureStore
 
 log = logging.getLogger(__name__)
@@ -81,6 +85,13 @@ def feature_store(cfg: DictConfig, trainer: L.Trainer, detector: Detector) -> Fe
     )
 
 
+def detector(cfg: DictConfig) -> Detector:
+    """`detector.checkpoint` loaded, or, when the feature cache has seen it, deferred: answered from the
+    cache until a backbone pass needs the weights (detectors/deferred.py)."""
+    log.info("Loading detector %s from %s", cfg.detector.name, cfg.detector.checkpoint)
+    return load_detector(cfg.detector, FeatureCache(cfg.cache.dir, cfg.cache.enabled), build_detector)
+
+
 def log_config(loggers: list[Any], cfg: DictConfig) -> None:
     params = OmegaConf.to_container(cfg, resolve=True)
     for lg in loggers:
@@ -132,4 +143,28 @@ def benchmark(cfg: DictConfig, preprocess: Preprocess) -> BenchmarkDataModule:
         batch_size=cfg.benchmark.batch_size,
         num_workers=cfg.num_workers,
         seed=cfg.seed,
+    )
+
+
+def evaluation(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    store: FeatureStore,
+    benchmark: BenchmarkDataModule,
+    heads: dict[str, torch.nn.Module],
+    calibrated: dict[str, float] | None,
+) -> Evaluation:
+    """task=dear's and task=evaluate's evaluation, as `task.*` configures it; scores.csv (rank 0) into
+    the run folder when task.scores=csv."""
+    out = Path(cfg.paths.work_dir) / "scores.csv"
+    return evaluate(
+        store,
+        benchmark,
+        heads,
+        tuple(cfg.task.thresholds),
+        calibrated,
+        cfg.task.bootstrap,
+        cfg.seed,
+        cfg.task.metrics,
+        out if cfg.task.scores == "csv" and trainer.is_global_zero else None,
     )

@@ -7,6 +7,7 @@ import csv
 import io
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,26 @@ def calibration_thresholds(
     return thresholds
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """What an evaluation gives the report: the metric rows (`evaluate_predictions`) and the logits they
+    were computed from, per (source, setting) and model, from which the ROC and PR curves are drawn."""
+
+    rows: list[dict[str, Any]]
+    logits: dict[tuple[str, str], dict[str, torch.Tensor]]
+    subsets: Mapping[str, Mapping[str, str]]
+    models: tuple[str, ...]
+    protocol: str = "dear"
+
+    def pair(self, subset: str, setting: str, model: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The subset's real and fake logits under one setting, for one model."""
+        spec = self.subsets[subset]
+        return (
+            self.logits[(spec["real"], setting)][model],
+            self.logits[(spec.get("fake_source", subset), setting)][model],
+        )
+
+
 def evaluate(
     store: FeatureStore,
     benchmark: BenchmarkDataModule,
@@ -71,7 +92,7 @@ def evaluate(
     seed: int = 0,
     protocol: str = "dear",
     scores: Path | None = None,
-) -> list[dict[str, Any]]:
+) -> Evaluation:
     """Every source under every post-processing setting from the cache (one backbone pass each,
     shared by every head of a sweep), then the metrics per subset and policy under the metric
     protocol; `scores`: also write every image's logits there (`write_scores`)."""
@@ -86,7 +107,7 @@ def evaluate(
         write_scores(
             scores, benchmark.sources, [ds.samples for ds in benchmark.datasets], outputs, benchmark.subsets, models
         )
-    return evaluate_predictions(
+    rows = evaluate_predictions(
         benchmark.sources,
         outputs,
         benchmark.subsets,
@@ -98,6 +119,8 @@ def evaluate(
         seed=seed,
         protocol=protocol,
     )
+    logits = gather_logits(benchmark.sources, outputs, models)
+    return Evaluation(rows, logits, benchmark.subsets, models, protocol)
 
 
 SCORE_COLUMNS = ("path", "source", "subset", "setting", "label")

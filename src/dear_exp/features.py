@@ -18,12 +18,13 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from dear_exp import distributed
-from dear_exp.cache import FeatureCache, Tensors, digest, files_fingerprint, module_fingerprint
+from dear_exp.cache import FeatureCache, Tensors, digest, files_fingerprint
 from dear_exp.data.datamodules import make_loader
 from dear_exp.data.datasets import EvalImages, LabelledImages
 from dear_exp.data.folders import pair_files
 from dear_exp.data.samplers import SizeBucketBatchSampler
 from dear_exp.detectors.base import Detector
+from dear_exp.detectors.deferred import class_name, fingerprint, real
 from dear_exp.refit.rows import Views
 
 log = logging.getLogger(__name__)
@@ -187,7 +188,7 @@ class FeatureStore:
     @property
     def who(self) -> str:
         """The detector and layer, as entries are described in `task=cache`'s listing."""
-        return f"{type(self.detector).__name__}@{self.detector.feature_layer}"
+        return f"{class_name(self.detector)}@{self.detector.feature_layer}"
 
     @property
     def common(self) -> dict[str, Any]:
@@ -196,8 +197,8 @@ class FeatureStore:
         if self._common is None:
             device = self.trainer.strategy.root_device.type
             self._common = {
-                "detector": module_fingerprint(self.detector),
-                "class": type(self.detector).__name__,
+                "detector": fingerprint(self.detector),
+                "class": class_name(self.detector),
                 "layer": self.detector.feature_layer,
                 "precision": str(self.trainer.precision),
                 "device": device,
@@ -213,7 +214,7 @@ class FeatureStore:
         """Rows of every requested data set; the misses are extracted together, in one pass."""
 
         def compute(missing: list[int]) -> list[Tensors]:
-            extractor = FeatureExtractor(self.detector, logits=logits)
+            extractor = FeatureExtractor(real(self.detector), logits=logits)
             return extract(self.trainer, extractor, [requests[i][1] for i in missing], batch_size, self.num_workers)
 
         keyed = [

@@ -181,6 +181,27 @@ def _peer_metrics(real_logits: torch.Tensor, fake_logits: torch.Tensor, p: float
     return out
 
 
+CONFUSION = ("TN", "FP", "FN", "TP")  # reals called real, reals called fake, fakes called real, fakes called fake
+
+
+def confusion_counts(
+    real_logits: torch.Tensor, fake_logits: torch.Tensor, threshold: float, protocol: str = "dear"
+) -> dict[str, float]:
+    """The confusion matrix at a threshold under a metric protocol's rule (R.Acc = TN / n_real, F.Acc =
+    TP / n_fake): `dear` calls a logit > the threshold fake and one below it real, so a logit on the
+    threshold counts as FP or FN (wrong for both); a peer protocol calls a float32 sigmoid > p fake.
+    Integers; NaN without a threshold (the oracle on one class)."""
+    if math.isnan(threshold):
+        return dict.fromkeys(CONFUSION, float("nan"))
+    if protocol == "dear":
+        tn = int((real_logits.double() < threshold).sum())
+        tp = int((fake_logits.double() > threshold).sum())
+    else:
+        tn = int((peer_scores(real_logits) <= threshold).sum())
+        tp = int((peer_scores(fake_logits) > threshold).sum())
+    return {"TN": tn, "FP": len(real_logits) - tn, "FN": len(fake_logits) - tp, "TP": tp}
+
+
 def undefined(n_real: int, n_fake: int, protocol: str = "dear") -> tuple[str, ...]:
     """The metrics a subset of n_real reals and n_fake fakes cannot define (at any threshold)."""
     if n_real and n_fake:
@@ -375,6 +396,7 @@ def evaluate_predictions(
                         "n_real": len(real),
                         "n_fake": len(fake),
                         **detection_metrics(real, fake, used, protocol),
+                        **confusion_counts(real, fake, used, protocol),
                     }
                     if bootstrap:
                         row.update(bootstrap_intervals(real, fake, used, bootstrap, seed, protocol))

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from omegaconf import DictConfig
 
+from dear_exp.errors import DearError
 from dear_exp.files import write_atomic  # noqa: F401  (the report's writes; re-exported)
 from dear_exp.metrics import METRICS, PEERS
 
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from dear_exp.detectors.base import Detector
+    from dear_exp.evaluate import Evaluation
     from dear_exp.refit import HeadFit
 
 # the detector as released, and the refitted heads of a task=dear run: the controls `refit` (no channel
@@ -116,8 +118,19 @@ def write_csv(path: Path, rows: list[dict[str, Any]], extra: dict[str, Any]) -> 
     write_atomic(path, buf.getvalue())
 
 
-def _policies(rows: list[dict[str, Any]]) -> list[str]:
-    return list(dict.fromkeys(r.get("threshold_policy", "logit0") for r in rows))
+def policies(rows: list[dict[str, Any]]) -> list[str]:
+    """The threshold policies of the rows, the lead one (`lead_policy`) first."""
+    found = list(dict.fromkeys(r.get("threshold_policy", "logit0") for r in rows))
+    lead = lead_policy(rows) if rows else "logit0"
+    return [p for p in found if p == lead] + [p for p in found if p != lead]
+
+
+def lead_policy(rows: list[dict[str, Any]]) -> str:
+    """The policy a report leads with (README, "Metrics, thresholds and reports"): `calibrated` where the
+    run has it (chosen on validation images before the test set is seen, so it follows a refitted head's
+    shifted operating point), else `logit0`, the reference's rule; never the oracle."""
+    found = {r.get("threshold_policy", "logit0") for r in rows}
+    return "calibrated" if "calibrated" in found else "logit0"
 
 
 def table_cells(rows: list[dict[str, Any]], policy: str = "logit0") -> dict[str, tuple[list[str], list[list[str]]]]:
@@ -196,7 +209,7 @@ def protocol_note(protocol: str) -> str:
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     out = [protocol_note(protocol_of(rows)), ""] if rows else []
-    for policy in _policies(rows):
+    for policy in policies(rows):
         note = " (oracle: chosen on the test subset itself, an upper bound)" if policy == "oracle" else ""
         for setting, (head, lines) in table_cells(rows, policy).items():
             out += [
@@ -223,29 +236,56 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+PLOTS = ("auto", "always", "never")
+
+
+def plots_wanted(setting: str) -> bool:
+    """task.plots: `auto` draws a single run's figures and none in a multirun job (a sweep's 25 jobs'
+    figures would cost more than their head fits; task=compare draws the sweep's heatmaps), `always`
+    in every job, `never` none. The tables, CSVs and W&B tables are written either way."""
+    if setting not in PLOTS:
+        raise DearError(
+            f"task.plots={setting!r} is not a choice: auto (a single run's figures, none in a multirun job), "
+            "always or never"
+        )
+    return setting == "always" or (setting == "auto" and not in_multirun())
+
+
 def job_line(rows: list[dict[str, Any]]) -> str:
-    """One line for a multirun job's console: the mean AUC and F.Acc at logit 0 of each model, per setting."""
-    means = [r for r in rows if r.get("threshold_policy", "logit0") == "logit0" and str(r["subset"]) == "mean"]
+    """One line for a multirun job's console: the mean AUC, F.Acc and Acc of each model, per setting
+    (and group of subsets, where the benchmark has several), under the lead policy."""
+    lead = lead_policy(rows)
+    means = [r for r in rows if r.get("threshold_policy", "logit0") == lead and str(r["subset"]).startswith("mean")]
     parts = []
-    for setting in dict.fromkeys(r["postprocess"] for r in means):
+    for setting, subset in dict.fromkeys((r["postprocess"], r["subset"]) for r in means):
         cells = [
-            f"{MODEL_NAMES.get(r['model'], r['model'])} {cell(r['AUC'])}/{cell(r['F.Acc'])}"
+            f"{MODEL_NAMES.get(r['model'], r['model'])} {cell(r['AUC'])}/{cell(r['F.Acc'])}/{cell(r['Acc'])}"
             for r in means
-            if r["postprocess"] == setting
+            if r["postprocess"] == setting and r["subset"] == subset
         ]
-        parts.append(f"{setting}: {', '.join(cells)}")
-    return "mean AUC/F.Acc (logit 0) " + "; ".join(parts) + " (tables: results.md)"
+        where = setting if subset == "mean" else f"{setting} {str(subset).removeprefix('mean:')}"
+        parts.append(f"{where}: {', '.join(cells)}")
+    return f"mean AUC/F.Acc/Acc ({_policy_name(lead)}) " + "; ".join(parts) + " (tables: results.md)"
+
+
+def _policy_name(policy: str) -> str:
+    return {"logit0": "logit 0", "calibrated": "calibrated threshold"}.get(policy, policy)
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    """The logit-0 tables in full; the other threshold policies as a summary of the means."""
+    """The lead policy's tables in full (`lead_policy`: calibrated where the run has it, else logit 0);
+    the other threshold policies as a summary of the means."""
     from rich.console import Console
     from rich.table import Table
 
     console = Console(width=max(120, Console().width))
-    protocol = protocol_of(rows)
-    at = "logit 0" if protocol == "dear" else f"sigmoid > 0.5; metrics: {protocol}, see results.md"
-    for setting, (head, lines) in table_cells(rows, "logit0").items():
+    protocol, lead = protocol_of(rows), lead_policy(rows)
+    if lead == "logit0":
+        at = "logit 0" if protocol == "dear" else "sigmoid > 0.5"
+    else:
+        at = "calibrated on train_data's validation split, before the test set is seen"
+    at += "" if protocol == "dear" else f"; metrics: {protocol}, see results.md"
+    for setting, (head, lines) in table_cells(rows, lead).items():
         table = Table(title=f"post-processing: {setting} (threshold: {at})")
         for i, name in enumerate(head):
             table.add_column(name, justify="left" if i < 2 else "right")
@@ -256,35 +296,38 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                 end_section=i + 1 == len(lines) or lines[i + 1][0] != line[0],
             )
         console.print(table)
-        missing = missing_note(rows, "logit0", setting)
+        missing = missing_note(rows, lead, setting)
         if missing:
             console.print(missing)
-    others = [p for p in _policies(rows) if p != "logit0"]
+    others = [p for p in policies(rows) if p != lead]
     if others:
         table = Table(
-            title="means under the other threshold policies (oracle = chosen on the test set: an upper bound)"
+            title="means under the other threshold policies (logit0 = the reference's rule; "
+            "oracle = chosen on the test set: an upper bound)"
         )
         for name in ("model", "policy", "post-processing", "subset", *METRICS):
             table.add_column(
                 name, justify="left" if name in ("model", "policy", "post-processing", "subset") else "right"
             )
-        for r in rows:
-            if r.get("threshold_policy") in others and str(r["subset"]).startswith("mean"):
-                table.add_row(
-                    MODEL_NAMES.get(r["model"], r["model"]),
-                    r["threshold_policy"],
-                    r["postprocess"],
-                    r["subset"],
-                    *(cell(r[k]) for k in METRICS),
-                )
+        for policy in others:
+            for r in rows:
+                if r.get("threshold_policy", "logit0") == policy and str(r["subset"]).startswith("mean"):
+                    table.add_row(
+                        MODEL_NAMES.get(r["model"], r["model"]),
+                        policy,
+                        r["postprocess"],
+                        r["subset"],
+                        *(cell(r[k]) for k in METRICS),
+                    )
         console.print(table)
 
 
-def _figure(path: Path, fig: Any) -> None:
+def figure(path: Path, fig: Any, rect: tuple[float, float, float, float] = (0, 0, 1, 1)) -> None:
+    """A figure written atomically as PNG; `rect`: the part tight_layout fills (room for a legend below)."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.tight_layout()
+    fig.tight_layout(rect=rect)
     fig.savefig(buf, format="png")
     plt.close(fig)
     write_atomic(path, buf.getvalue())
@@ -295,55 +338,73 @@ def _placed(row: dict[str, Any]) -> bool:
     return not is_missing(row["R.Acc"]) and not is_missing(row["F.Acc"])
 
 
+RACC_FACC_POLICIES = ("logit0", "calibrated")  # the reference's rule beside the validation-chosen threshold
+
+
 def plot_racc_facc(path: Path, rows: list[dict[str, Any]], title: str) -> None:
-    """R.Acc against F.Acc per generator at logit 0: one colour per model, one marker per
-    post-processing setting, an arrow from the base detector to the run's own model (the last one)."""
+    """R.Acc against F.Acc per generator: a panel per post-processing setting (columns) and threshold
+    policy (rows: logit 0, and the calibrated threshold where the run has it), one colour per model, one
+    marker per generator (named in the legend), an arrow from the base detector to the run's own model
+    (the last one). A one-class subset lacks a coordinate and is not drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    rows = [
-        r for r in rows if r.get("threshold_policy", "logit0") == "logit0" and not str(r["subset"]).startswith("mean")
-    ]
+    rows = [r for r in rows if not str(r["subset"]).startswith("mean")]
+    shown = [p for p in RACC_FACC_POLICIES if any(r.get("threshold_policy", "logit0") == p for r in rows)]
+    rows = [r for r in rows if r.get("threshold_policy", "logit0") in shown]
     settings = list(dict.fromkeys(r["postprocess"] for r in rows))
     models = list(dict.fromkeys(r["model"] for r in rows))
-    markers = "os^Dvx+*<>ph"
-    target = models[-1]
-    fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=120)
-    ax.plot([0, 100], [100, 0], color="0.8", lw=0.8, ls="--")
-    index = {(r["model"], r["postprocess"], r["subset"]): r for r in rows}
-    for si, setting in enumerate(settings):
-        for model in models:
-            pts = [r for r in rows if r["model"] == model and r["postprocess"] == setting]
-            ax.scatter(
-                [r["R.Acc"] for r in pts],
-                [r["F.Acc"] for r in pts],
-                marker=markers[si % len(markers)],
-                color=COLOURS.get(model, "0.3"),
-                label=f"{MODEL_NAMES.get(model, model)}, {setting}",
-                s=36,
-            )
-            if model == "base" and target != "base":
-                for r in pts:
-                    d = index.get((target, setting, r["subset"]))
-                    if d and _placed(r) and _placed(d):
+    subsets = list(dict.fromkeys(r["subset"] for r in rows))
+    markers = "os^Dvx+*<>ph8HdP"
+    marker = {s: markers[i % len(markers)] for i, s in enumerate(subsets)}
+    target = models[-1] if models else "base"
+    fig, axes = plt.subplots(
+        max(1, len(shown)),
+        max(1, len(settings)),
+        figsize=(max(5.6, 3.3 * len(settings)), 3.3 * max(1, len(shown)) + 0.7),
+        dpi=110,
+        squeeze=False,
+        sharex=True,
+        sharey=True,
+    )
+    index = {(r["model"], r.get("threshold_policy", "logit0"), r["postprocess"], r["subset"]): r for r in rows}
+    for pi, policy in enumerate(shown):
+        for si, setting in enumerate(settings):
+            ax = axes[pi][si]
+            ax.plot([0, 100], [100, 0], color="0.85", lw=0.8, ls="--")
+            ax.set_title(f"{setting}: {_policy_name(policy)}", fontsize=8)
+            for model in models:
+                for subset in subsets:
+                    r = index.get((model, policy, setting, subset))
+                    if r is None or not _placed(r):
+                        continue
+                    ax.scatter([r["R.Acc"]], [r["F.Acc"]], marker=marker[subset], color=COLOURS.get(model, "0.3"), s=30)
+                    d = index.get((target, policy, setting, subset))
+                    if model == "base" and target != "base" and d and _placed(d):
                         ax.annotate(
                             "",
                             xy=(d["R.Acc"], d["F.Acc"]),
                             xytext=(r["R.Acc"], r["F.Acc"]),
-                            arrowprops={"arrowstyle": "->", "color": "0.55", "lw": 0.7},
+                            arrowprops={"arrowstyle": "->", "color": "0.6", "lw": 0.7},
                         )
-    for r in rows:
-        if r["model"] == models[0] and r["postprocess"] == settings[0] and _placed(r):
-            ax.annotate(r["subset"], (r["R.Acc"], r["F.Acc"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set_xlim(-2, 102)
-    ax.set_ylim(-2, 102)
-    ax.set_xlabel("R.Acc (%): reals called real")
-    ax.set_ylabel("F.Acc (%): fakes called fake")
-    ax.set_title(title)
-    ax.legend(fontsize=7, loc="lower left")
-    _figure(path, fig)
+            ax.set_xlim(-2, 102)
+            ax.set_ylim(-2, 102)
+            ax.tick_params(labelsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel("R.Acc (%): reals called real", fontsize=8)
+    for row in axes:
+        row[0].set_ylabel("F.Acc (%): fakes called fake", fontsize=8)
+    handles = [
+        Line2D([], [], ls="", marker="o", color=COLOURS.get(m, "0.3"), label=MODEL_NAMES.get(m, m)) for m in models
+    ] + [Line2D([], [], ls="", marker=marker[s], color="0.35", label=str(s)) for s in subsets]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), fontsize=7, frameon=False)
+    fig.suptitle(
+        f"{title}: R.Acc against F.Acc per generator (arrows: base to {MODEL_NAMES.get(target, target)})", fontsize=9
+    )
+    figure(path, fig, rect=(0, 0.07 + 0.04 * (len(handles) // 8), 1, 1))
 
 
 def plot_severity(path: Path, rows: list[dict[str, Any]], title: str) -> None:
@@ -375,7 +436,7 @@ def plot_severity(path: Path, rows: list[dict[str, Any]], title: str) -> None:
     axes[0].set_ylabel("%")
     axes[0].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
-    _figure(path, fig)
+    figure(path, fig)
 
 
 def compare_rows(
@@ -447,19 +508,30 @@ def run_identity(cfg: DictConfig, task: str) -> dict[str, Any]:
 
 
 def write_report(
-    cfg: DictConfig, task: str, out_dir: Path, rows: list[dict[str, Any]], loggers: list[Any]
+    cfg: DictConfig, task: str, out_dir: Path, evaluation: Evaluation, loggers: list[Any], draw: bool = True
 ) -> dict[str, float]:
-    """results.csv, results.md, the console table, the plots, and the same to every logger."""
+    """results.csv, results.md (the tables per setting, the leaderboards, the confusion matrices), the
+    console table, the plots when `draw` (R.Acc/F.Acc, severity, ROC and PR curves), and the same to
+    every logger."""
+    from dear_exp.curves import plot_curves
+    from dear_exp.leaderboard import confusion_markdown, leaderboard_markdown, log_tables
+
+    rows = evaluation.rows
     write_csv(out_dir / "results.csv", rows, run_identity(cfg, task))
-    write_atomic(out_dir / "results.md", markdown_table(rows))
+    write_atomic(
+        out_dir / "results.md", "\n".join([markdown_table(rows), leaderboard_markdown(rows), confusion_markdown(rows)])
+    )
     if in_multirun():  # 25 jobs' tables would bury each other: one line each, the tables in results.md
         log.info("%s", job_line(rows))
     else:
         print_table(rows)
     title = f"{cfg.detector.name} on {cfg.benchmark.name}"
-    plots = {"racc_facc": out_dir / "racc_facc.png", "severity": out_dir / "severity.png"}
-    plot_racc_facc(plots["racc_facc"], rows, title)
-    plot_severity(plots["severity"], rows, title)
+    plots = {name: out_dir / f"{name}.png" for name in ("racc_facc", "severity", "roc", "pr")} if draw else {}
+    if draw:
+        plot_racc_facc(plots["racc_facc"], rows, title)
+        plot_severity(plots["severity"], rows, title)
+        plot_curves(plots["roc"], plots["pr"], evaluation, title)
+    log_tables(loggers, rows)
     for lg in loggers:
         if hasattr(lg, "log_table"):
             columns = list(dict.fromkeys(c for r in rows for c in r))
@@ -573,6 +645,7 @@ def save_refit(
     scores: torch.Tensor | None,
     detector: Detector,
     loggers: list[Any],
+    draw: bool = True,
 ) -> list[str]:
     """The run's own head (head.safetensors), each control's (head_<name>.safetensors), refit.csv, the
     dissection and its plot; the fit summaries to every logger. Returns the names written."""
@@ -600,7 +673,7 @@ def save_refit(
     own = fits[-1].head.mask
     save_dissection(out_dir, scores, own)
     written += ["refit.csv", "rad_scores.csv", "dissection.safetensors"]
-    if scores is not None:
+    if scores is not None and draw:
         plot = out_dir / "rad_hist.png"
         plot_rad(
             plot,

@@ -17,6 +17,7 @@ import torch
 
 from dear_exp.cache import Tensors, tensors_fingerprint
 from dear_exp.detectors.base import Detector
+from dear_exp.detectors.deferred import real
 from dear_exp.errors import DearError
 from dear_exp.refit.adam import DEARModule, FeatureRefitDataModule, HeadModule, PlateauLRDrop, RefitDataModule, adam_fit
 from dear_exp.refit.head import MaskedLinearHead, load_head, save_head, starting_head
@@ -146,7 +147,7 @@ def refit_heads(
             data = FeatureRefitDataModule(*rows, s.views, *batch_sizes, seed)
         else:
             assert online is not None
-            module, data = DEARModule(detector, s), online
+            module, data = DEARModule(real(detector), s), online  # the backbone runs: its weights are needed
         module.head.set_mask(mask)
         summary = adam_fit(module, data, trainer_for(name))
         fits.append(HeadFit(name, module.head.cpu().eval(), {"kept": int(mask.sum()), **summary}, []))

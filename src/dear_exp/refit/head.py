@@ -58,12 +58,12 @@ def head_identity(detector: Detector) -> dict[str, str]:
     """What a head was refitted on: the detector's class, its dissected layer and the sha256 of its
     weights (the feature cache's fingerprint). A head applied to other features gives numbers that
     mean nothing, and nothing in the tensors' shapes shows it."""
-    from dear_exp.cache import module_fingerprint
+    from dear_exp.detectors.deferred import class_name, fingerprint
 
     return {
-        "detector_class": type(detector).__name__,
+        "detector_class": class_name(detector),
         "layer": str(detector.feature_layer),
-        "detector_sha256": module_fingerprint(detector),
+        "detector_sha256": fingerprint(detector),
     }
 
 

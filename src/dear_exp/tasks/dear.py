@@ -11,14 +11,14 @@ import lightning as L
 from omegaconf import DictConfig
 
 from dear_exp import build, schema
-from dear_exp.detectors import build_detector, preprocess_of
+from dear_exp.detectors import preprocess_of
 from dear_exp.dissect import rad_scores
 from dear_exp.distributed import rendezvous
-from dear_exp.evaluate import calibration_thresholds, evaluate
+from dear_exp.evaluate import calibration_thresholds
 from dear_exp.features import describe_cache
 from dear_exp.prune import PruneSettings, needs_rad, run_masks
 from dear_exp.refit import RefitDataModule, RefitSettings, refit_heads, view_rows
-from dear_exp.report import save_refit, write_report
+from dear_exp.report import plots_wanted, save_refit, write_report
 from dear_exp.tasks.fragility import demo_world, premise
 from dear_exp.training import ensure_detector
 
@@ -28,14 +28,14 @@ log = logging.getLogger(__name__)
 def run(cfg: DictConfig) -> dict[str, float]:
     head: RefitSettings = schema.build(cfg.head, "head")
     prune: PruneSettings = schema.build(cfg.prune, "prune")
+    draw = plots_wanted(cfg.task.plots)
     if cfg.task.fragility.enabled:
         demo_world(cfg, cfg.task.fragility.cues)  # an impossible task.fragility.cues fails before any work
     build.ensure_demo(cfg, [cfg.train_data.root, cfg.diag_data.root, cfg.benchmark.root])
     ensure_detector(cfg)
     L.seed_everything(cfg.seed, workers=True)
     out_dir, preprocess = Path(cfg.paths.work_dir), preprocess_of(cfg.detector)
-    log.info("Loading detector %s from %s", cfg.detector.name, cfg.detector.checkpoint)
-    detector = build_detector(cfg.detector)
+    detector = build.detector(cfg)  # a wrong checkpoint fails first; cached: its weights are not read
     train, diag = build.train_data(cfg, preprocess, cfg.augment), build.diag_data(cfg, preprocess)
     train.setup("fit")  # missing data fails here, before any work: training data first
     diag.setup("fit")
@@ -92,25 +92,17 @@ def run(cfg: DictConfig) -> dict[str, float]:
         if "calibrated" in cfg.task.thresholds
         else None
     )
-    scores_csv = out_dir / "scores.csv" if cfg.task.scores == "csv" and trainer.is_global_zero else None
-    results = evaluate(
-        store,
-        benchmark,
-        heads,
-        tuple(cfg.task.thresholds),
-        calibrated,
-        cfg.task.bootstrap,
-        cfg.seed,
-        cfg.task.metrics,
-        scores_csv,
-    )
+    results = build.evaluation(cfg, trainer, store, benchmark, heads, calibrated)
     log.info("Feature cache: %s", describe_cache(store.cache))
     if not trainer.is_global_zero:
         return {}
-    written = save_refit(cfg, out_dir, fits, scores, detector, loggers)
-    metrics = write_report(cfg, "dear", out_dir, results, loggers)
+    written = save_refit(cfg, out_dir, fits, scores, detector, loggers, draw)
+    metrics = write_report(cfg, "dear", out_dir, results, loggers, draw)
+    figures = ", racc_facc.png, severity.png, roc.png, pr.png" if draw else " (no figures: task.plots)"
     log.info(
-        "Wrote results.csv, results.md, racc_facc.png, severity.png, %s (into %s when the run ends)",
+        "Wrote results.csv, results.md%s%s, %s (into %s when the run ends)",
+        ", scores.csv" if cfg.task.scores == "csv" else "",
+        figures,
         ", ".join(written),
         cfg.paths.output_dir,
     )

@@ -9,26 +9,26 @@ import lightning as L
 from omegaconf import DictConfig
 
 from dear_exp import build
-from dear_exp.detectors import build_detector, preprocess_of
+from dear_exp.detectors import preprocess_of
 from dear_exp.distributed import rendezvous
-from dear_exp.evaluate import calibration_thresholds, evaluate
+from dear_exp.evaluate import calibration_thresholds
 from dear_exp.features import describe_cache
 from dear_exp.refit import load_head
-from dear_exp.report import write_report
+from dear_exp.report import plots_wanted, write_report
 from dear_exp.training import ensure_detector
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
+    draw = plots_wanted(cfg.task.plots)
     build.ensure_demo(
         cfg, [cfg.benchmark.root] + ([cfg.train_data.root] if cfg.detector.get("train_if_missing") else [])
     )
     ensure_detector(cfg)
     L.seed_everything(cfg.seed, workers=True)
     preprocess = preprocess_of(cfg.detector)
-    log.info("Loading detector %s from %s", cfg.detector.name, cfg.detector.checkpoint)
-    detector = build_detector(cfg.detector)
+    detector = build.detector(cfg)
     heads = {}
     if cfg.task.get("head"):  # head_refit.safetensors -> model `refit`; head.safetensors -> `dear`
         path = Path(cfg.task.head)
@@ -50,20 +50,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         calibrated = calibration_thresholds(
             store, data.val_set.samples, preprocess, heads, cfg.seed, cfg.benchmark.batch_size
         )
-    out_dir = Path(cfg.paths.work_dir)
-    scores = out_dir / "scores.csv" if cfg.task.scores == "csv" and trainer.is_global_zero else None
-    rows = evaluate(
-        store,
-        benchmark,
-        heads,
-        tuple(cfg.task.thresholds),
-        calibrated,
-        cfg.task.bootstrap,
-        cfg.seed,
-        cfg.task.metrics,
-        scores,
-    )
+    results = build.evaluation(cfg, trainer, store, benchmark, heads, calibrated)
     log.info("Feature cache: %s", describe_cache(store.cache))
     if not trainer.is_global_zero:
         return {}
-    return write_report(cfg, "evaluate", out_dir, rows, loggers)
+    return write_report(cfg, "evaluate", Path(cfg.paths.work_dir), results, loggers, draw)
