@@ -166,6 +166,9 @@ CASES = [
     Case("l2-empty", ["head.l2=[]"], "head.l2=[] must list at least one L2 strength > 0"),
     Case("betas-one", ["head.betas=[0.9]"], "head.betas=[0.9] must list 2 values"),
     Case("bootstrap-negative", ["task.bootstrap=-5"], "task.bootstrap=-5 must be a whole number >= 0"),
+    Case("malloc-unknown", ["memory.malloc=jemalloc"], "memory.malloc='jemalloc' must be one of reuse, system"),
+    Case("return-over-negative", ["memory.return_over_mb=-1"], "memory.return_over_mb=-1 must be a whole number >= 0"),
+    Case("huge-pages-word", ["memory.huge_pages=maybe"], "memory.huge_pages='maybe' must be true or false"),
     Case(
         "quality-high",
         ["augment.jpeg_quality=[30,101]"],

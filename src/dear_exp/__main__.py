@@ -255,6 +255,9 @@ def run_task(cfg: DictConfig) -> dict[str, Any]:
     check_destinations(cfg)
     log.info("%s", run_summary(cfg, write_config(cfg)))
     set_threads(cfg.threads)
+    from dear_exp import memory
+
+    log.info("%s", memory.configure(schema.build(cfg.memory, "memory")))
     from dear_exp.files import staged
 
     try:
@@ -344,6 +347,9 @@ def composition_message(exc: BaseException) -> str:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="main")
 def main(cfg: DictConfig) -> None:
+    from dear_exp.memory import set_huge_pages
+
+    set_huge_pages(cfg.memory.huge_pages is True)  # torch reads its switch once, when imported: first
     quiet_libraries()
     try:
         run_task(cfg)

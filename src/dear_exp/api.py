@@ -13,6 +13,7 @@ checked by the same schema; features go through the same cache, so a notebook an
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from dear_exp import memory, schema
 from dear_exp.cache import FeatureCache
 from dear_exp.data.datamodules import DiagnosticDataModule, TrainDataModule
 from dear_exp.data.images import Preprocess
@@ -28,9 +30,12 @@ from dear_exp.detectors import build_detector, preprocess_of
 from dear_exp.detectors.base import Detector
 from dear_exp.errors import DearError
 from dear_exp.features import FeatureStore
+from dear_exp.progress import ReturnFreeMemory
 from dear_exp.prune import PruneSettings, channel_mask
 from dear_exp.refit import HeadFit, RefitSettings, refit_heads, view_rows
 from dear_exp.refit.head import MaskedLinearHead
+
+log = logging.getLogger(__name__)
 
 
 def config(*overrides: str, root: str | Path = ".") -> DictConfig:
@@ -72,6 +77,7 @@ class LoadedDetector:
             enable_progress_bar=False,
             enable_model_summary=False,
             precision="32-true",
+            callbacks=[ReturnFreeMemory()],
         )
         cache = FeatureCache(str(self.cache_dir or ""), enabled=self.cache_dir is not None)
         return FeatureStore(cache, trainer, self.net, 0)
@@ -87,6 +93,7 @@ def load_detector(
     weights only); cache_dir=None extracts features without caching them."""
     extra = [f"detector.checkpoint={Path(checkpoint).resolve()}"] if checkpoint else []
     cfg = config(f"detector={detector}", *extra, *overrides)
+    log.info("%s", memory.configure(schema.build(cfg.memory, "memory")))  # as the command line does
     net = build_detector(cfg.detector).eval()
     return LoadedDetector(net, preprocess_of(cfg.detector), cfg, Path(cache_dir) if cache_dir else None)
 

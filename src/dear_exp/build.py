@@ -57,10 +57,10 @@ def make_trainer(
 ) -> L.Trainer:
     """A Lightning trainer from its config, with the run's callbacks and loggers, and `progress`
     (the `progress` key: a log line every few seconds for consoles that are files)."""
-    from dear_exp.progress import ProgressLog
+    from dear_exp.progress import ProgressLog, ReturnFreeMemory
 
     log.debug("Instantiating trainer <%s>", trainer._target_)
-    every = [ProgressLog(float(progress.every_s), progress.when)]
+    every = [ProgressLog(float(progress.every_s), progress.when), ReturnFreeMemory()]
     return instantiate(trainer, callbacks=[*callbacks, *every], logger=loggers or False, **overrides)
 
 

@@ -1,5 +1,7 @@
-"""Progress of long steps as log lines, for consoles that are files (a SLURM log, `> run.log`, a
-multirun's job logs), where a progress bar draws nothing readable. Lightning has no such callback."""
+"""The callbacks every trainer gets beside the config's: progress of long steps as log lines, for
+consoles that are files (a SLURM log, `> run.log`, a multirun's job logs), where a progress bar draws
+nothing readable (Lightning has no such callback); and the return of free CPU memory after a batch
+(memory.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from typing import Any, Literal
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
+
+from dear_exp import memory
 
 log = logging.getLogger(__name__)
 
@@ -72,3 +76,21 @@ class ProgressLog(Callback):
 
     def on_predict_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         self._step(trainer, "extracting features", trainer.num_predict_batches)
+
+
+class ReturnFreeMemory(Callback):
+    """After every training, validation and prediction batch, `memory.return_free`: the heap's free
+    memory back to the system when more than `memory.return_over_mb` of it waits (a no-op unless
+    `memory.malloc=reuse` is in effect)."""
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        memory.return_free()
+
+    def on_validation_batch_end(self, *args: Any) -> None:
+        memory.return_free()
+
+    def on_predict_batch_end(self, *args: Any) -> None:
+        memory.return_free()
+
+    def on_predict_end(self, *args: Any) -> None:
+        log.debug("free memory returned to the system %d times so far", memory.returns())

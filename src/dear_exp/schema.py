@@ -22,7 +22,6 @@ from typing import Any, Literal
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dear_exp.errors import DearError
-from dear_exp.metrics import POLICIES
 
 # by the last part of a key, wherever it is: (type, lower bound, lower inclusive, upper bound, example)
 Rule = tuple[type, float | None, bool, float | None, str]
@@ -286,6 +285,8 @@ def validate(cfg: DictConfig) -> None:
         raise DearError(
             "task.thresholds=[] lists no threshold policy; give at least one (e.g. task.thresholds=[logit0])"
         )
+    from dear_exp.metrics import POLICIES  # here: importing the schema must not import torch (memory.py)
+
     unknown = [p for p in task.get("thresholds", []) or [] if p not in POLICIES]
     if unknown:
         raise DearError(
