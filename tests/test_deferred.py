@@ -1,6 +1,7 @@
 """A job that reads everything from the feature cache does not read the detector's weights."""
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,9 @@ def test_another_checkpoint_file_is_never_answered_from_an_old_card(compose_cfg,
     cfg, cache, build, builds = _setup(compose_cfg, tmp_path)
     first = load_detector(cfg, cache, build)
     torch.manual_seed(1)
-    torch.save(NPR().state_dict(), cfg.checkpoint)  # other weights under the same path
+    torch.save(NPR().state_dict(), cfg.checkpoint)  # other weights under the same path, of the same size
+    stat = Path(cfg.checkpoint).stat()  # the card knows a file by path, size and mtime, as the feature cache does
+    os.utime(cfg.checkpoint, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # a coarse clock's tick
     again = load_detector(cfg, cache, build)
     assert not isinstance(again, DeferredDetector) and len(builds) == 2
     assert module_fingerprint(again) != module_fingerprint(first)

@@ -80,12 +80,15 @@ def test_wheel_installs_and_runs_from_anywhere(tmp_path: Path):
 
     # every config file ships: the CLI and the API compose them from the installed package
     with zipfile.ZipFile(wheel) as zf:
-        shipped = {n.removeprefix("dear_exp/conf/") for n in zf.namelist() if n.startswith("dear_exp/conf/")}
+        names = zf.namelist()
+    shipped = {n.removeprefix("dear_exp/conf/") for n in names if n.startswith("dear_exp/conf/")}
     on_disk = {p.relative_to(CONF).as_posix() for p in CONF.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
     assert on_disk, CONF
     assert shipped == on_disk, (
         f"missing from the wheel: {sorted(on_disk - shipped)}; extra: {sorted(shipped - on_disk)}"
     )
+    # the sweeper plugin conf/hydra/default.yaml selects (Hydra finds it under the hydra_plugins namespace)
+    assert "hydra_plugins/dear_exp_sweeper/sweeper.py" in names
 
     env_dir = _fresh_venv(tmp_path)
     python, script = env_dir / "bin" / "python", env_dir / "bin" / "dear-exp"

@@ -102,6 +102,26 @@ def test_the_saved_head_reproduces_the_solver_logits_after_the_fold():
     assert torch.allclose(again.theta, fit.theta, atol=1e-7)
 
 
+def test_reusing_the_hessian_reaches_plain_newtons_optimum_with_fewer_hessians(monkeypatch):
+    from dear_exp.refit import newton
+
+    train, inpaint, val, _ = _problem(seed=3, channels=60)
+    mask = torch.ones(60)
+    grid = [1.0, 0.1, 0.01, 0.001, 0.0001, 0.00001]
+    formed = []
+    real = newton._data_hessian
+    monkeypatch.setattr(newton, "_data_hessian", lambda *a: formed.append(1) or real(*a))
+    fit = newton_fit(train, inpaint, val, mask, 1.0, grid)
+    reused = len(formed)
+    formed.clear()
+    monkeypatch.setattr(newton, "KEEP_IF_SHRINKS", 0.0)  # a Hessian at every step: plain Newton
+    plain = newton_fit(train, inpaint, val, mask, 1.0, grid)
+    assert all(s.converged for s in fit.path) and all(s.converged for s in plain.path)
+    assert reused < len(formed), (reused, len(formed))
+    assert torch.allclose(fit.theta, plain.theta, rtol=0, atol=1e-8)
+    assert fit.chosen.l2 == plain.chosen.l2
+
+
 def test_an_unconverged_solve_is_a_warning_with_its_numbers(caplog):
     train, inpaint, val, mask = _problem()
     with caplog.at_level(logging.WARNING, logger="dear_exp.refit"):

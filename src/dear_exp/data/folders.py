@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,12 +32,24 @@ def visible(path: Path, folder: Path) -> bool:
 
 
 def image_files(folder: Path) -> list[Path]:
-    """The one image listing: every visible image file below folder, sorted by relative path so that
-    results never depend on the file system's listing order."""
-    return sorted(
-        (p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and visible(p, folder)),
-        key=lambda p: p.relative_to(folder).as_posix(),
-    )
+    """The one image listing: every visible image file below folder (`visible`; symlinked folders are
+    not entered, symlinked files count), sorted by relative path so that results never depend on the
+    file system's listing order. os.scandir, not Path.rglob: a listing of 100,000 files is read at
+    the start of every sweep job, and the directory entries already say which are folders."""
+    found: list[tuple[str, str]] = []
+
+    def walk(path: str, rel: str) -> None:
+        with os.scandir(path) as entries:
+            for e in entries:
+                if e.name.startswith(".") or e.name == "__MACOSX":
+                    continue
+                if e.is_dir(follow_symlinks=False):
+                    walk(e.path, f"{rel}{e.name}/")
+                elif os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS and e.is_file():
+                    found.append((rel + e.name, e.path))
+
+    walk(str(folder), "")
+    return [Path(p) for _, p in sorted(found)]
 
 
 def list_images(folder: Path, hint: str, exclude_suffixes: tuple[str, ...] = ()) -> list[Path]:
