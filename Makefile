@@ -11,10 +11,10 @@ LINT_PINS := ruff==0.17.6 mypy==2.4.1 mypy_extensions==1.2.0 pathspec==1.1.1 lib
 HOOK_PINS := pre-commit==4.7.0 cfgv==3.5.0 identify==2.6.20 nodeenv==1.12.0 virtualenv==21.15.11 distlib==0.4.4 \
 	python-discovery==1.9.6
 
-.PHONY: help demo test bench lint format hooks install clean
+.PHONY: help demo test bench bench-gpu lint format hooks install clean
 
 help:  ## this list
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,8 +39,11 @@ demo: $(STAMP)  ## the main job on the embedded demo data (about 2 minutes on 2 
 test: $(STAMP)  ## the whole test suite, two workers
 	$(PY) -m pytest -n 2 --dist loadgroup
 
-bench: $(STAMP)  ## the feature cache's speed goals, measured end to end (experiments/feature_cache)
+bench: $(STAMP)  ## speed, CPU time and memory, measured end to end (experiments/throughput)
 	$(PY) -m dear_exp.bench $(ARGS)
+
+bench-gpu: $(STAMP)  ## the GPU checks: bf16 vs fp32, images/s per detector, sweep ratio, fp16 inpainting
+	$(PY) -m dear_exp.bench_gpu $(ARGS)
 
 lint: $(LINT_STAMP)  ## ruff (lint + format check) on src and tests, mypy on the stage modules
 	$(VENV)/bin/ruff check src tests

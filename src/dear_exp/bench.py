@@ -1,14 +1,21 @@
-"""`make bench`: what the feature cache buys, measured end to end through the real CLI.
+"""`make bench`: what a user feels, measured end to end through the real CLI.
 
-1. one DEAR run (with its controls), cold cache;  2. a 5x5 alpha_low x alpha_high multirun, cold
-cache (Hydra's basic launcher: the jobs run one after another in one process);  3. one online-mode
-run, the reference's way (`head=reference head.mode=online`: Adam with a backbone pass at every
-training step; `task.controls=false`, DEAR's head alone);  4. evaluation throughput against the
-bare model at the same batches and sizes. Arguments are Hydra overrides for every run; the
-default, `demo.scale=bench postprocess=robust`, is the demo with test images at 224/256 px
-(benchmark-like sizes, where the backbone dominates a run's cost) under the five robustness
-settings; `python -m dear_exp.bench demo.scale=demo` measures the miniature demo itself. Writes bench.json and bench.md under
-logs/bench/<time>/ and prints the table.
+1. one DEAR run (with its controls), cold cache, and 2. a 5x5 alpha_low x alpha_high multirun, cold
+cache (Hydra's basic launcher: the jobs one after another in one process): the sweep's cost against
+one run. Each as its own process, timed with its CPU seconds (user, system) and peak memory.
+3. per detector, with random weights (no download): images/s of evaluation (data loading,
+post-processing, forward) against the bare model on the same batch shapes, images/s of task=dear's
+feature extraction (augmented training views), the CPU seconds of each (user, system: the share the
+kernel takes) and the process's peak memory; one detector also with glibc's own allocation
+(`memory.malloc=system memory.huge_pages=false`), for the difference memory.py makes.
+4. with `--online`: one online-mode run, the reference's way (`head=reference head.mode=online`).
+
+Arguments: Hydra overrides for every run; the default, `demo.scale=bench postprocess=robust`, is the
+demo with test images at 224/256 px under the five robustness settings; `python -m dear_exp.bench
+demo.scale=demo` measures the miniature demo. Flags: `--detectors=npr,corvi` (default: one of each
+architecture; `none` for the sweep alone), `--images=N` (per benchmark source and detector, default 16: 64 test images and 64
+training views on the demo), `--online`, `--no-sweep`. Writes bench.json
+and bench.md under logs/bench/<time>/ and prints the table.
 """
 
 from __future__ import annotations
@@ -19,46 +26,127 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 LOWS, HIGHS = "0.0,0.1,0.2,0.3,0.4", "0.6,0.7,0.8,0.9,1.0"
+# one detector per architecture (rajan is corvi's, dear_r dear_c's, cnnspot_p01 cnnspot's); the CLIP
+# detectors take 224 px crops, so their training views too
+DETECTORS = ("npr", "cnnspot", "corvi", "dear_c", "generic", "ufd", "c2p_clip")
+EXTRA = {"ufd": ["augment=crop224"], "c2p_clip": ["augment=crop224"]}
+GLIBC_DEFAULTS = ["memory.malloc=system", "memory.huge_pages=false"]
+# the robustness protocol DEAR is about (clean, JPEG 75, WebP 75, half-size resize, JPEG 50-95)
+DEFAULT = ["demo.scale=bench", "postprocess=robust"]
 
 
-def timed(args: list[str], out: Path, name: str) -> float:
-    """Wall seconds of `python -m dear_exp *args`; its output goes to <out>/<name>.txt."""
+def measured(cmd: list[str], log: Path) -> dict[str, float]:
+    """Run a command (its output to `log`): wall seconds, user and system CPU seconds and peak memory
+    (MiB) of it and the processes it waited for (DataLoader workers), from the kernel (wait4)."""
     start = time.perf_counter()
-    with open(out / f"{name}.txt", "w") as log:
-        proc = subprocess.run([sys.executable, "-m", "dear_exp", *args], stdout=log, stderr=subprocess.STDOUT)
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
-        sys.exit(f"error: bench step {name} failed (exit {proc.returncode}); see {out / f'{name}.txt'}")
-    print(f"{name}: {seconds:.1f} s", flush=True)
-    return seconds
+        sys.exit(f"error: bench step failed (exit {proc.returncode}): {' '.join(cmd)}; see {log}")
+    return {
+        "wall_s": seconds,
+        "user_s": usage.ru_utime,
+        "sys_s": usage.ru_stime,
+        "sys_share": usage.ru_stime / max(usage.ru_utime + usage.ru_stime, 1e-9),
+        "peak_mib": usage.ru_maxrss / 1024,
+    }
 
 
-def throughput(overrides: list[str]) -> dict[str, float]:
-    """Images/s of evaluation extraction (data loading, post-processing, forward) and of the bare
-    forward on the same batch shapes, with the cache off."""
-    import lightning as L
-    import torch
+def timed(args: list[str], out: Path, name: str) -> dict[str, float]:
+    """`python -m dear_exp *args`, measured; its output goes to <out>/<name>.txt."""
+    result = measured([sys.executable, "-m", "dear_exp", *args], out / f"{name}.txt")
+    print(f"{name}: {result['wall_s']:.1f} s", flush=True)
+    return result
+
+
+def random_detector(cfg: Any) -> Any:
+    """`detector.net` with random weights (a CLIP tower initialised, not zeros): speed, not scores."""
+    import inspect
+
+    from hydra.utils import get_class, instantiate
+    from omegaconf import OmegaConf
+
+    net = OmegaConf.to_container(cfg.detector.net, resolve=True)
+    assert isinstance(net, dict)
+    if "init_weights" in inspect.signature(get_class(net["_target_"])).parameters:
+        net["init_weights"] = True
+    return instantiate(net).eval()
+
+
+def _cpu() -> tuple[float, float]:
+    """User and system CPU seconds of this process and its reaped children (the DataLoader workers)."""
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + kids.ru_utime, me.ru_stime + kids.ru_stime
+
+
+def _pass(trainer: Any, extractor: Any, datasets: list[Any], batch_size: int, workers: int) -> dict[str, float]:
+    """One extraction pass, timed: images/s and its CPU seconds."""
+    from dear_exp.features import extract
+
+    n = sum(len(d) for d in datasets)
+    user, system = _cpu()
+    start = time.perf_counter()
+    extract(trainer, extractor, datasets, batch_size, workers)
+    seconds = time.perf_counter() - start
+    user2, system2 = _cpu()
+    return {
+        "images_per_s": n / seconds,
+        "user_s": user2 - user,
+        "sys_s": system2 - system,
+        "sys_share": (system2 - system) / max(user2 - user + system2 - system, 1e-9),
+    }
+
+
+def throughput(overrides: list[str], images: int) -> dict[str, Any]:
+    """One detector (random weights) on the overrides' data: evaluation, bare model and training-view
+    extraction, in this process (started for it alone: its memory settings apply from the start)."""
     from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
 
-    from dear_exp.__main__ import CONF_DIR, quiet_libraries, register_resolvers
-    from dear_exp.build import benchmark as benchmark_datamodule
-    from dear_exp.build import ensure_demo
-    from dear_exp.data.datamodules import resolve_workers
-    from dear_exp.detectors import build_detector, preprocess_of
-    from dear_exp.features import FeatureExtractor, extract, sizes_of
+    from dear_exp.__main__ import CONF_DIR, register_resolvers
+    from dear_exp.memory import set_huge_pages
 
     register_resolvers()
-    quiet_libraries()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("main", overrides=overrides)
-    ensure_demo(cfg, [cfg.benchmark.root])
-    detector = build_detector(cfg.detector).eval()
-    benchmark = benchmark_datamodule(cfg, preprocess_of(cfg.detector))
+        cfg = compose("main", overrides=[*overrides, "postprocess=clean", f"benchmark.max_sample={images}"])
+    OmegaConf.update(cfg, "paths.output_dir", str(Path("logs/bench/throughput").resolve()), force_add=True)
+    set_huge_pages(cfg.memory.huge_pages is True)  # before torch is imported, as the command line does
+    import lightning as L
+    import torch
+    from torch.utils.data import Subset
+
+    from dear_exp import memory, schema
+    from dear_exp.__main__ import quiet_libraries, set_threads
+    from dear_exp.build import benchmark as benchmark_datamodule
+    from dear_exp.build import ensure_demo, train_data
+    from dear_exp.data.datamodules import resolve_workers
+    from dear_exp.data.datasets import EvalImages
+    from dear_exp.data.samplers import SizeBucketBatchSampler
+    from dear_exp.detectors import preprocess_of
+    from dear_exp.features import FeatureExtractor, sizes_of
+    from dear_exp.progress import ReturnFreeMemory
+    from dear_exp.refit.rows import Views
+
+    quiet_libraries()
+    schema.validate(cfg)
+    set_threads(cfg.threads)
+    allocator = memory.configure(schema.build(cfg.memory, "memory"))
+    ensure_demo(cfg, [cfg.benchmark.root, cfg.train_data.root])
+    detector = random_detector(cfg)
+    preprocess = preprocess_of(cfg.detector)
+    benchmark = benchmark_datamodule(cfg, preprocess)
     benchmark.setup("predict")
-    datasets = benchmark.datasets
-    n = sum(len(d) for d in datasets)
+    train = train_data(cfg, preprocess, cfg.augment)
+    train.setup("fit")
+    assert train.train_set is not None
     trainer = L.Trainer(
         accelerator=cfg.trainer.accelerator,
         devices=1,
@@ -66,153 +154,155 @@ def throughput(overrides: list[str]) -> dict[str, float]:
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        callbacks=[ReturnFreeMemory()],
     )
     extractor = FeatureExtractor(detector)
-    workers = resolve_workers(cfg.num_workers)
-    extract(trainer, extractor, datasets[:1], cfg.benchmark.batch_size, workers)  # warm-up
-    start = time.perf_counter()
-    extract(trainer, extractor, datasets, cfg.benchmark.batch_size, workers)
-    pipeline = n / (time.perf_counter() - start)
+    workers, batch = resolve_workers(cfg.num_workers), cfg.benchmark.batch_size
+    datasets = benchmark.datasets
+    views = Views(train.train_set, 1, cfg.seed)
+    training_views = Subset(views, range(min(images * len(datasets), len(views))))
+    first = datasets[0]
+    _pass(trainer, extractor, [EvalImages(first.samples[:2], first.chain, first.preprocess)], batch, workers)  # warm-up
+    evaluation = _pass(trainer, extractor, datasets, batch, workers)
+    extraction = _pass(trainer, extractor, [training_views], cfg.train_data.batch_size, workers)
     device = trainer.strategy.root_device
     extractor.to(device)
-    shapes = []
-    for ds in datasets:
-        from dear_exp.data.samplers import SizeBucketBatchSampler
-
-        sizes = sizes_of(ds)
-        shapes += [(len(b), sizes[b[0]]) for b in SizeBucketBatchSampler(sizes, cfg.benchmark.batch_size).batches]
-    batches = [
-        (torch.randn(k, 3, h, w, device=device), torch.zeros(k), torch.arange(k), torch.zeros(k))
-        for k, (w, h) in shapes
+    shapes = [
+        (len(b), sizes_of(ds)[b[0]]) for ds in datasets for b in SizeBucketBatchSampler(sizes_of(ds), batch).batches
     ]
-    import contextlib
-
-    autocast = (
-        torch.autocast(device.type, dtype=torch.bfloat16)
-        if "bf16" in str(cfg.trainer.precision)
-        else contextlib.nullcontext()
-    )
-    with torch.inference_mode(), autocast:
-        extractor.predict_step(batches[0], 0)
+    with torch.inference_mode():
         start = time.perf_counter()
-        for b in batches:
-            extractor.predict_step(b, 0)
+        for k, (w, h) in shapes:
+            extractor.predict_step((torch.randn(k, 3, h, w, device=device),) + (torch.zeros(k),) * 3, 0)
+            memory.return_free()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        model_only = n / (time.perf_counter() - start)
+        model_only = sum(k for k, _ in shapes) / (time.perf_counter() - start)
+    import resource
+
     return {
-        "images": n,
-        "pipeline_images_per_s": pipeline,
+        "detector": cfg.detector.name,
+        "images": sum(len(d) for d in datasets),
+        "training_views": len(training_views),
+        "evaluation": evaluation,
         "model_only_images_per_s": model_only,
-        "ratio": pipeline / model_only,
+        "evaluation_vs_model": evaluation["images_per_s"] / model_only,
+        "extraction": extraction,
+        "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "memory_returns": memory.returns(),
+        "allocator": allocator,
         "workers": workers,
         "device": str(device),
     }
 
 
+def detector_rows(overrides: list[str], detectors: list[str], images: int, out: Path) -> list[dict[str, Any]]:
+    """Each detector's throughput in its own process (`python -m dear_exp.bench --throughput ...`),
+    with that process's whole CPU seconds and peak memory; corvi again with glibc's own allocation."""
+    runs: list[tuple[str, list[str]]] = [(d, []) for d in detectors] + (
+        [("corvi", GLIBC_DEFAULTS)] if "corvi" in detectors else []
+    )
+    rows = []
+    for name, extra in runs:
+        tag = name + ("-glibc" if extra else "")
+        result = out / f"throughput_{tag}.json"
+        args = [f"detector={name}", *overrides, *EXTRA.get(name, []), *extra]
+        cmd = [sys.executable, "-m", "dear_exp.bench", "--throughput", f"--images={images}", f"--json={result}", *args]
+        process = measured(cmd, out / f"throughput_{tag}.txt")
+        row = json.loads(result.read_text()) | {"setting": tag, "process": process}
+        print(
+            f"{tag}: evaluation {row['evaluation']['images_per_s']:.1f} images/s "
+            f"({100 * row['evaluation']['sys_share']:.0f} % system), extraction "
+            f"{row['extraction']['images_per_s']:.1f} images/s, peak {process['peak_mib']:.0f} MiB",
+            flush=True,
+        )
+        rows.append(row)
+    return rows
+
+
 def mean_rows(run_dir: Path) -> dict[str, dict[str, float]]:
-    """The mean rows at logit 0 of a run's results.csv: {'<model> <setting>': {metric: value}}."""
+    """The mean rows at logit 0 and the calibrated threshold of a run's results.csv."""
     import csv
 
     out = {}
-    for r in csv.DictReader(open(run_dir / "results.csv")):
-        if r["subset"] == "mean" and r["threshold_policy"] in ("logit0", "calibrated"):
-            out[f"{r['model']} {r['threshold_policy']} {r['postprocess']}"] = {
-                k: round(float(r[k]), 1) for k in ("AUC", "R.Acc", "F.Acc", "Acc")
-            }
+    with open(run_dir / "results.csv") as f:
+        for r in csv.DictReader(f):
+            if r["subset"] == "mean" and r["threshold_policy"] in ("logit0", "calibrated"):
+                out[f"{r['model']} {r['threshold_policy']} {r['postprocess']}"] = {
+                    k: round(float(r[k]), 1) for k in ("AUC", "R.Acc", "F.Acc", "Acc")
+                }
     return out
 
 
-# the robustness protocol DEAR is about (clean, JPEG 75, WebP 75, half-size resize, JPEG 50-95)
-DEFAULT = ["demo.scale=bench", "postprocess=robust"]
+def table(result: dict[str, Any]) -> str:
+    """bench.md: the sweep's cost, then a line per detector."""
+    lines = ["| measure | value |", "|---|---|"]
+    single = result["single"]
+    lines.append(
+        f"| one DEAR run, cold cache | {single['wall_s']:.1f} s (user {single['user_s']:.0f} s, system "
+        f"{single['sys_s']:.0f} s, peak {single['peak_mib']:.0f} MiB) |"
+    )
+    if "sweep" in result:
+        sweep = result["sweep"]
+        lines += [
+            f"| 5x5 alpha sweep, cold cache | {sweep['wall_s']:.1f} s ({result['sweep_ratio']:.2f}x one run) |",
+            f"| each sweep job after the first | {result['sweep_job_s']:.2f} s |",
+        ]
+    if "online" in result:
+        lines.append(f"| one online-mode run | {result['online']['wall_s']:.1f} s |")
+    lines += [
+        "",
+        "| detector (random weights) | evaluation images/s | bare model images/s | evaluation/model | "
+        "extraction images/s | system share (evaluation / extraction) | process user / system s | peak MiB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["detectors"]:
+        ev, ex, p = r["evaluation"], r["extraction"], r["process"]
+        lines.append(
+            f"| {r['setting']} | {ev['images_per_s']:.1f} | {r['model_only_images_per_s']:.1f} | "
+            f"{100 * r['evaluation_vs_model']:.0f} % | {ex['images_per_s']:.1f} | {100 * ev['sys_share']:.0f} % / "
+            f"{100 * ex['sys_share']:.0f} % | {p['user_s']:.0f} / {p['sys_s']:.0f} | {p['peak_mib']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def parse(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    flags = dict((a[2:].split("=", 1) + [""])[:2] for a in argv if a.startswith("--"))
+    return flags, [a for a in argv if not a.startswith("--")]
 
 
 def main() -> None:
-    overrides = sys.argv[1:] or DEFAULT
+    flags, overrides = parse(sys.argv[1:])
+    images = int(flags.get("images") or 16)
+    if "throughput" in flags:  # the child process of detector_rows
+        Path(flags["json"]).write_text(json.dumps(throughput(overrides, images), indent=2))
+        return
+    overrides = overrides or DEFAULT
+    detectors = flags["detectors"].split(",") if flags.get("detectors") else list(DETECTORS)
+    detectors = [] if detectors == ["none"] else detectors
     out = Path("logs/bench") / time.strftime("%Y-%m-%d_%H-%M-%S")
     out.mkdir(parents=True, exist_ok=True)
     common = ["logger=csv", *overrides]
     # the demo's base detector (trained once, cached in .cache/demo) must exist before timing
-    timed(
-        [
-            *common,
-            "task=evaluate",
-            "task.thresholds=[logit0]",
-            "postprocess=clean",
-            "cache.enabled=false",
-            f"hydra.run.dir={out}/warmup",
-        ],
-        out,
-        "warmup",
-    )
-    single = timed([*common, f"cache.dir={out}/cache_single", f"hydra.run.dir={out}/single"], out, "single")
-    sweep = timed(
-        [
-            "-m",
-            *common,
-            f"prune.alpha_low={LOWS}",
-            f"prune.alpha_high={HIGHS}",
-            f"cache.dir={out}/cache_sweep",
-            f"hydra.sweep.dir={out}/sweep",
-        ],
-        out,
-        "sweep_5x5",
-    )
-    online = timed(
-        [
-            *common,
-            "head=reference",
-            "head.mode=online",
-            "task.controls=false",
-            f"cache.dir={out}/cache_online",
-            f"hydra.run.dir={out}/online",
-        ],
-        out,
-        "single_online",
-    )
-    rate = throughput([f"paths.root_dir={os.getcwd()}", *overrides])
-    result = {
-        "overrides": overrides,
-        "single_s": single,
-        "sweep_5x5_s": sweep,
-        "sweep_ratio": sweep / single,
-        "sweep_job_s": (sweep - single) / 24,
-        "single_online_s": online,
-        "online_sweep_estimate_ratio": 25 * online / single,
-        **rate,
-        "results_cached": mean_rows(out / "single"),
-        "results_online": mean_rows(out / "online"),
-    }
+    warm = [*common, "task=evaluate", "task.thresholds=[logit0]", "postprocess=clean", "cache.enabled=false"]
+    timed([*warm, f"hydra.run.dir={out}/warmup"], out, "warmup")
+    result: dict[str, Any] = {"overrides": overrides, "threads": os.cpu_count()}
+    result["single"] = timed([*common, f"cache.dir={out}/cache_single", f"hydra.run.dir={out}/single"], out, "single")
+    if "no-sweep" not in flags:
+        sweep_args = [f"prune.alpha_low={LOWS}", f"prune.alpha_high={HIGHS}", f"cache.dir={out}/cache_sweep"]
+        result["sweep"] = timed(["-m", *common, *sweep_args, f"hydra.sweep.dir={out}/sweep"], out, "sweep_5x5")
+        result["sweep_ratio"] = result["sweep"]["wall_s"] / result["single"]["wall_s"]
+        result["sweep_job_s"] = (result["sweep"]["wall_s"] - result["single"]["wall_s"]) / 24
+    if "online" in flags:
+        online = ["head=reference", "head.mode=online", "task.controls=false", f"cache.dir={out}/cache_online"]
+        result["online"] = timed([*common, *online, f"hydra.run.dir={out}/online"], out, "single_online")
+        result["results_online"] = mean_rows(out / "online")
+    result["results_cached"] = mean_rows(out / "single")
+    result["detectors"] = detector_rows(overrides, detectors, images, out)
     (out / "bench.json").write_text(json.dumps(result, indent=2))
-    table = "\n".join(
-        [
-            "| measure | value |",
-            "|---|---|",
-            f"| one DEAR run, cold cache | {single:.1f} s |",
-            f"| 5x5 alpha sweep, cold cache | {sweep:.1f} s ({sweep / single:.2f}x one run; goal <= 1.3x) |",
-            f"| each sweep job after the first (from the cache) | {(sweep - single) / 24:.2f} s |",
-            f"| one online-mode run | {online:.1f} s (a 25-job online sweep: ~{25 * online / single:.0f}x one cached run) |",
-            f"| evaluation images/s (data path + model) | {rate['pipeline_images_per_s']:.0f} |",
-            f"| bare model images/s, same batches | {rate['model_only_images_per_s']:.0f} "
-            f"({100 * rate['ratio']:.0f} % reached; goal >= 90 %) |",
-            f"| images, workers, device | {rate['images']}, {rate['workers']}, {rate['device']} |",
-        ]
-    )
-    quality = [
-        "",
-        "| mean over subsets | newton, cached: AUC / R.Acc / F.Acc / Acc | adam, online (reference): "
-        "AUC / R.Acc / F.Acc / Acc |",
-        "|---|---|---|",
-    ]
-    for key, cached in result["results_cached"].items():
-        online_row = result["results_online"].get(key, {})
-        quality.append(
-            f"| {key} | {' / '.join(str(v) for v in cached.values())} | "
-            f"{' / '.join(str(v) for v in online_row.values())} |"
-        )
-    table += "\n\n" + "\n".join(quality[1:])
-    (out / "bench.md").write_text(table + "\n")
-    print(table)
+    text = table(result)
+    (out / "bench.md").write_text(text + "\n")
+    print(text)
     print(f"wrote {out / 'bench.json'}")
 
 

@@ -1,0 +1,75 @@
+"""`make bench` and `make bench-gpu` run as written (the figures in the README and experiments/throughput
+come from them): the whole bench on the tiny demo with one detector, the GPU script's CPU part, and
+its inpainting step on the CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _env(root: Path) -> dict[str, str]:
+    return {**os.environ, "DEAR_ROOT": str(root), "WANDB_MODE": "offline"}
+
+
+@pytest.mark.slow
+def test_make_bench_measures_the_sweep_and_each_detector(tiny_demo: Path, tmp_path: Path):
+    root = tmp_path / "root"
+    shutil.copytree(tiny_demo, root)
+    cmd = [sys.executable, "-m", "dear_exp.bench", "demo.scale=tiny", "threads=1", "--detectors=npr", "--images=2"]
+    proc = subprocess.run(cmd, cwd=root, env=_env(root), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (found,) = root.glob("logs/bench/*/bench.json")
+    result = json.loads(found.read_text())
+    for step in ("single", "sweep"):
+        assert result[step]["wall_s"] > 0 and result[step]["peak_mib"] > 100
+        assert 0 <= result[step]["sys_share"] <= 1
+    assert result["sweep_ratio"] == pytest.approx(result["sweep"]["wall_s"] / result["single"]["wall_s"])
+    names = [r["setting"] for r in result["detectors"]]
+    assert names == ["npr"]
+    npr = result["detectors"][0]
+    assert npr["images"] == 8 and npr["training_views"] == 8  # 2 per source, 4 sources
+    assert npr["evaluation"]["images_per_s"] > 0 and npr["extraction"]["images_per_s"] > 0
+    assert npr["allocator"].startswith("CPU memory:") and npr["process"]["peak_mib"] > 100
+    assert "| npr |" in (found.parent / "bench.md").read_text()
+
+
+def test_the_gpu_script_checks_bf16_on_the_cpu_and_says_what_it_skipped(tmp_path: Path):
+    cmd = [sys.executable, "-m", "dear_exp.bench_gpu", "--cpu", "--detectors=npr,generic", f"--out={tmp_path}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "bench_gpu.json").read_text())
+    assert [r["detector"] for r in result["detectors"]] == ["npr", "generic"]
+    for row in result["detectors"]:
+        errors = row["bf16_relative_error"]
+        assert 0 < errors["pooled"] < result["tolerance"] and 0 < errors["logits"] < result["tolerance"]
+        assert row["bf16_ok"] and row["images_per_s"]["fp32"] > 0 and row["images_per_s"]["bf16"] > 0
+    assert "no GPU" in result["sweep"]["skipped"] and "no GPU" in result["inpaint_fp16"]["skipped"]
+
+
+def test_bf16_errors_are_measured_not_assumed():
+    import torch
+
+    from dear_exp.bench_gpu import relative_error
+
+    x = torch.randn(1000, generator=torch.Generator().manual_seed(0))
+    assert relative_error(x, x) == 0
+    assert relative_error(x.bfloat16().float(), x) == pytest.approx(2**-9, rel=0.5)  # bf16's rounding
+
+
+@pytest.mark.slow
+def test_the_gpu_scripts_inpainting_step_runs_on_the_cpu(tmp_path: Path, monkeypatch):
+    from dear_exp.bench_gpu import inpaint_seconds
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DEAR_ROOT", str(tmp_path))
+    fast = ("inpaint.resolution=64", "inpaint.steps=2", "threads=1")
+    result = inpaint_seconds(tmp_path, trainer="cpu", counts=(1, 3), extra=fast)
+    assert result["dtype"] == "float32" and result["seconds_per_image"] == result["seconds_per_image"]  # a number
+    assert len(list((tmp_path / "inpainted3").rglob("*_inpaint.png"))) == 3
