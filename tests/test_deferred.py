@@ -58,7 +58,7 @@ def test_another_checkpoint_file_is_never_answered_from_an_old_card(compose_cfg,
     first = load_detector(cfg, cache, build)
     torch.manual_seed(1)
     torch.save(NPR().state_dict(), cfg.checkpoint)  # other weights under the same path, of the same size
-    stat = Path(cfg.checkpoint).stat()  # the card knows a file by path, size and mtime, as the feature cache does
+    stat = Path(cfg.checkpoint).stat()  # the content hash is remembered per path, size and mtime
     os.utime(cfg.checkpoint, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # a coarse clock's tick
     again = load_detector(cfg, cache, build)
     assert not isinstance(again, DeferredDetector) and len(builds) == 2
@@ -80,3 +80,16 @@ def test_without_the_cache_the_detector_is_always_loaded(compose_cfg, tmp_path: 
     off = FeatureCache(tmp_path / "cache", enabled=False)
     assert isinstance(load_detector(cfg, off, build), NPR) and isinstance(load_detector(cfg, off, build), NPR)
     assert len(builds) == 2 and not (tmp_path / "cache").exists()
+
+
+def test_a_checkpoint_is_hashed_once_per_process_while_it_is_unchanged(tmp_path: Path, monkeypatch):
+    from dear_exp.detectors import deferred
+
+    reads = []
+    monkeypatch.setattr(deferred, "file_sha256", lambda p: reads.append(p) or f"sha-{len(reads)}")
+    path = tmp_path / "w.pth"
+    path.write_bytes(b"x" * 10)
+    assert deferred.content_hash(path) == deferred.content_hash(path) == "sha-1" and len(reads) == 1
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # rewritten: read again
+    assert deferred.content_hash(path) == "sha-2"

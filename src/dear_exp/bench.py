@@ -38,12 +38,13 @@ GLIBC_DEFAULTS = ["memory.malloc=system", "memory.huge_pages=false"]
 DEFAULT = ["demo.scale=bench", "postprocess=robust"]
 
 
-def measured(cmd: list[str], log: Path) -> dict[str, float]:
-    """Run a command (its output to `log`): wall seconds, user and system CPU seconds and peak memory
-    (MiB) of it and the processes it waited for (DataLoader workers), from the kernel (wait4)."""
+def measured(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> dict[str, float]:
+    """Run a command (its output to `log`; `env` added to this environment): wall seconds, user and
+    system CPU seconds and peak memory (MiB) of it and the processes it waited for (DataLoader
+    workers), from the kernel (wait4)."""
     start = time.perf_counter()
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - start

@@ -3,8 +3,8 @@
 A sweep job after the first reads every row from the feature cache: what it needs of the detector is
 its identity (the sha256 of its weights, which keys every cache entry), its class, dissected layer and
 channel count, its released gate and its own classifier. `card_of` keeps those in the cache, under the
-checkpoint file's path, size and modification time and the detector's config, the first time the
-weights are loaded; later jobs get a `DeferredDetector` that answers from the card and loads the weights (checking their
+checkpoint file's content hash and the detector's config, the first time the weights are loaded;
+later jobs get a `DeferredDetector` that answers from the card and loads the weights (checking their
 fingerprint against the card's) only on a cache miss, e.g. a post-processing setting not seen before.
 """
 
@@ -22,27 +22,39 @@ from torch import nn
 from dear_exp.cache import FeatureCache, Tensors, module_fingerprint
 from dear_exp.detectors.base import Detector
 from dear_exp.errors import DearError
+from dear_exp.files import file_sha256
 
 log = logging.getLogger(__name__)
 
 
 def card_key(cfg: Any) -> dict[str, Any]:
-    """What identifies a detector before its weights are read: the resolved `detector.net` config, the
-    checksum it must match (`detector.sha256`), and the path, size and modification time of the
-    checkpoint and of every other existing file the config names (a release spread over several files),
-    as the feature cache identifies data files. Not the checkpoint's content hash: reading a 1.2 GB
-    ViT-L release would cost a sweep job seconds. A deferred detector that loads its weights checks
-    them against the card's fingerprint."""
+    """What identifies a detector before its weights are read: the checkpoint file's content hash,
+    the checksum it must match (`detector.sha256`) and the resolved `detector.net` config, plus the
+    size and modification time of every other existing file the config names (a release spread over
+    several files)."""
     net = OmegaConf.to_container(cfg.net, resolve=True)
-    files = sorted(
-        {str(Path(cfg.checkpoint).resolve())} | {str(Path(v).resolve()) for v in _strings(net) if Path(v).is_file()}
-    )
+    others = sorted(str(v) for v in _strings(net) if v != str(cfg.checkpoint) and Path(v).is_file())
     return {
-        "net": net,
+        "checkpoint_sha256": content_hash(Path(cfg.checkpoint)),
         "sha256": cfg.get("sha256"),
+        "net": net,
         "hint": cfg.get("source_hint", ""),
-        "files": [[p, Path(p).stat().st_size, Path(p).stat().st_mtime_ns] for p in files],
+        "files": [[p, Path(p).stat().st_size, Path(p).stat().st_mtime_ns] for p in others],
     }
+
+
+_HASHED: dict[tuple[str, int, int], str] = {}
+
+
+def content_hash(path: Path) -> str:
+    """The file's sha256, read once per process while its path, size and modification time stay the
+    same: the jobs of a multirun in one process (Hydra's basic launcher) hash a 1.2 GB ViT-L release
+    once, not once each."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHED:
+        _HASHED[key] = file_sha256(path)
+    return _HASHED[key]
 
 
 def _strings(obj: Any) -> list[str]:
