@@ -73,3 +73,16 @@ def test_the_gpu_scripts_inpainting_step_runs_on_the_cpu(tmp_path: Path, monkeyp
     result = inpaint_seconds(tmp_path, trainer="cpu", counts=(1, 3), extra=fast)
     assert result["dtype"] == "float32" and result["seconds_per_image"] == result["seconds_per_image"]  # a number
     assert len(list((tmp_path / "inpainted3").rglob("*_inpaint.png"))) == 3
+
+
+def test_every_detector_config_is_benchmarked_and_composes_with_its_bench_overrides():
+    from dear_exp.__main__ import CONF_DIR
+    from dear_exp.api import config
+    from dear_exp.bench import DETECTORS as ONE_PER_ARCHITECTURE
+    from dear_exp.bench import EXTRA
+    from dear_exp.bench_gpu import DETECTORS
+
+    assert set(DETECTORS) == {p.stem for p in (Path(CONF_DIR) / "detector").glob("*.yaml")}
+    assert set(ONE_PER_ARCHITECTURE) <= set(DETECTORS)
+    for name in DETECTORS:  # the schema's cross-checks included (224 px crops for 224 px detectors)
+        config(f"detector={name}", *EXTRA.get(name, []))

@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 LOWS, HIGHS = "0.0,0.1,0.2,0.3,0.4", "0.6,0.7,0.8,0.9,1.0"
-# one detector per architecture (rajan is corvi's, dear_r dear_c's, cnnspot_p01 cnnspot's); the CLIP
-# detectors take 224 px crops, so their training views too
+# one detector per architecture (rajan is corvi's, dear_r dear_c's, cnnspot_p01 cnnspot's); those that
+# centre-crop to 224 px (CLIP, CNNSpot's protocol) take 224 px training views too
 DETECTORS = ("npr", "cnnspot", "corvi", "dear_c", "generic", "ufd", "c2p_clip")
-EXTRA = {"ufd": ["augment=crop224"], "c2p_clip": ["augment=crop224"]}
+EXTRA = {name: ["augment=crop224"] for name in ("ufd", "c2p_clip", "cnnspot", "cnnspot_p01")}
 GLIBC_DEFAULTS = ["memory.malloc=system", "memory.huge_pages=false"]
 # the robustness protocol DEAR is about (clean, JPEG 75, WebP 75, half-size resize, JPEG 50-95)
 DEFAULT = ["demo.scale=bench", "postprocess=robust"]
