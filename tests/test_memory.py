@@ -41,16 +41,16 @@ def _faults(rounds: int = 20) -> int:
 @pytest.fixture
 def restore():
     yield
-    configure(MemorySettings("system", 1024, False))  # glibc's defaults for the rest of this worker
+    configure(MemorySettings("system", 1024, None, False))  # glibc's defaults for the rest of this worker
 
 
 @needs_glibc
 def test_reuse_keeps_freed_blocks_where_glibc_faults_every_page_in_again(restore):
-    line = configure(MemorySettings("system", 1024, False))
+    line = configure(MemorySettings("system", 1024, None, False))
     assert line.startswith("CPU memory: glibc's own allocation")
     pages = BLOCK // resource.getpagesize()
     assert _faults() > 10 * pages, "glibc by default should map and fault in every large block afresh"
-    line = configure(MemorySettings("reuse", 1024, False))
+    line = configure(MemorySettings("reuse", 1024, None, False))
     assert "freed blocks kept for reuse" in line and "over 1024 MiB larger" in line
     _faults(10)  # the heap grows until a freed block fits the next (aligned) request, then stops growing
     assert _faults() < pages, "a freed block was not reused"
@@ -58,13 +58,13 @@ def test_reuse_keeps_freed_blocks_where_glibc_faults_every_page_in_again(restore
 
 @needs_glibc
 def test_free_memory_goes_back_only_past_the_budget(restore):
-    configure(MemorySettings("reuse", 1024, False))
+    configure(MemorySettings("reuse", 1024, None, False))
     _faults(5)
     held = resident()
     assert held is not None
     assert not return_free(), "a few freed blocks are under a 1024 MiB budget"
     assert resident() >= held - BLOCK, "the freed blocks should wait in the heap, resident"
-    configure(MemorySettings("reuse", 16, False))  # a budget smaller than the next batch's blocks
+    configure(MemorySettings("reuse", 16, None, False))  # a budget smaller than the next batch's blocks
     _hold(4)
     grown = resident()
     assert return_free() and memory.returns() == 1
@@ -74,14 +74,14 @@ def test_free_memory_goes_back_only_past_the_budget(restore):
 
 def test_system_and_other_allocators_are_left_alone(monkeypatch, restore):
     assert not return_free() or GLIBC  # nothing configured yet in a fresh worker: a no-op
-    configure(MemorySettings("system", 1024, False))
+    configure(MemorySettings("system", 1024, None, False))
     assert not return_free()
     monkeypatch.setattr(memory, "_preloaded", lambda: "tcmalloc")
-    line = configure(MemorySettings("reuse", 1024, False))
+    line = configure(MemorySettings("reuse", 1024, None, False))
     assert "tcmalloc is this process's allocator, left as it is" in line and not return_free()
     monkeypatch.setattr(memory, "_preloaded", lambda: None)
     monkeypatch.setattr(memory, "_glibc", lambda: None)
-    assert "not glibc" in configure(MemorySettings("reuse", 1024, False)) and not return_free()
+    assert "not glibc" in configure(MemorySettings("reuse", 1024, None, False)) and not return_free()
 
 
 def test_the_huge_page_line_says_whether_torch_got_the_switch(monkeypatch):
@@ -96,11 +96,25 @@ def test_the_huge_page_line_says_whether_torch_got_the_switch(monkeypatch):
     assert "stay on" in memory._huge_pages_line(False)
 
 
+@needs_glibc
+def test_blocks_above_keep_below_go_back_to_the_system_when_freed(restore):
+    configure(MemorySettings("reuse", 1024, 16, False))  # 48 MiB blocks are above 16 MiB: mapped afresh
+    pages = BLOCK // resource.getpagesize()
+    _faults(3)
+    assert _faults() > 10 * pages, "a block above keep_below_mb was kept"
+    line = configure(MemorySettings("reuse", 1024, 64, False))  # now below: kept
+    assert "freed blocks under 64 MiB kept for reuse" in line
+    _faults(10)
+    assert _faults() < pages
+
+
 def test_settings_check_themselves():
     with pytest.raises(DearError, match="memory.malloc='tcmalloc' must be one of reuse, system"):
-        MemorySettings("tcmalloc", 1024, True)  # type: ignore[arg-type]
+        MemorySettings("tcmalloc", 1024, None, True)  # type: ignore[arg-type]
     with pytest.raises(DearError, match="memory.return_over_mb=-1 must be a whole number >= 0"):
-        MemorySettings("reuse", -1, True)
+        MemorySettings("reuse", -1, None, True)
+    with pytest.raises(DearError, match="memory.keep_below_mb=4096 must be a whole number >= 1 and <= 2047"):
+        MemorySettings("reuse", 1024, 4096, True)
 
 
 def test_the_command_line_sets_torchs_switch_before_torch_is_imported():

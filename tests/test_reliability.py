@@ -168,6 +168,7 @@ CASES = [
     Case("bootstrap-negative", ["task.bootstrap=-5"], "task.bootstrap=-5 must be a whole number >= 0"),
     Case("malloc-unknown", ["memory.malloc=jemalloc"], "memory.malloc='jemalloc' must be one of reuse, system"),
     Case("return-over-negative", ["memory.return_over_mb=-1"], "memory.return_over_mb=-1 must be a whole number >= 0"),
+    Case("keep-below-zero", ["memory.keep_below_mb=0"], "memory.keep_below_mb=0 must be a whole number >= 1"),
     Case("huge-pages-word", ["memory.huge_pages=maybe"], "memory.huge_pages='maybe' must be true or false"),
     Case(
         "quality-high",

@@ -36,7 +36,8 @@ VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
     "glibc environment variables of the issue": (GLIBC, ISSUE_ENV),
     "huge pages only (memory.malloc=system)": (["memory.malloc=system"], {}),
     "reuse only (memory.huge_pages=false)": (["memory.huge_pages=false"], {}),
-    "default: reuse + huge pages": ([], {}),
+    "reuse of every block + huge pages (memory.keep_below_mb=null)": (["memory.keep_below_mb=null"], {}),
+    "default: reuse below 256 MiB + huge pages": ([], {}),
 }
 for lib, name in (("libtcmalloc_minimal.so.4", "tcmalloc"), ("libjemalloc.so.2", "jemalloc")):
     if (LIBS / lib).is_file():

@@ -6,8 +6,10 @@ to 1 GB each, so every layer of every batch maps new memory that the kernel faul
 4 KiB at a time: on the 2-core machine of issue 15 a third to a half of task=evaluate's CPU time was
 the kernel's. The `memory` group (conf/main.yaml) sets what this module does at start-up:
 
-- `malloc: reuse`: glibc keeps freed blocks in its heap (`mallopt`: no mmap for large blocks, no trim
-  on free), so the next layer and the next batch reuse them without the kernel. After a batch,
+- `malloc: reuse`: glibc keeps freed blocks below `keep_below_mb` in its heap (`mallopt`: its mmap
+  threshold raised to it, or no mmap at all with null; no trim on free), so the next layer and the
+  next batch reuse them without the kernel; larger blocks (a batch of 16 at 256 px) still go back
+  when freed, since keeping them too let fragmentation grow the heap to 1.7x. After a batch,
   `return_free` (the `ReturnFreeMemory` callback of every trainer) gives the heap's free memory back
   (`malloc_trim`) when the process has grown by more than `return_over_mb` since the last return: the
   peak stays near what one batch uses, where keeping everything doubled it (variable image sizes
@@ -40,9 +42,9 @@ from dear_exp.schema import Checked
 log = logging.getLogger(__name__)
 
 # glibc's mallopt parameters (malloc.h)
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
 INT_MAX = 2**31 - 1
-GLIBC_MMAP_MAX, GLIBC_TRIM_THRESHOLD = 65536, 128 * 1024  # glibc's defaults
+GLIBC_MMAP_MAX, GLIBC_MMAP_THRESHOLD, GLIBC_TRIM_THRESHOLD = 65536, 128 * 1024, 128 * 1024  # glibc's defaults
 THP_SWITCH = "THP_MEM_ALLOC_ENABLE"  # torch (c10/core/alloc_cpu.cpp): huge pages for tensors >= 2 MiB
 PRELOADED = ("jemalloc", "tcmalloc", "mimalloc")
 
@@ -54,6 +56,7 @@ class MemorySettings(Checked):
     prefix: ClassVar[str] = "memory"
     malloc: Literal["reuse", "system"]
     return_over_mb: int = field(metadata={"min": 0, "example": 1024})
+    keep_below_mb: int | None = field(metadata={"min": 1, "max": 2047, "example": 256})
     huge_pages: bool
 
 
@@ -121,6 +124,7 @@ def configure(settings: MemorySettings) -> str:
     if settings.malloc == "system":
         if previous is not None:  # an earlier job of this process changed glibc's settings: its defaults back
             previous.mallopt(M_MMAP_MAX, GLIBC_MMAP_MAX)
+            previous.mallopt(M_MMAP_THRESHOLD, GLIBC_MMAP_THRESHOLD)
             previous.mallopt(M_TRIM_THRESHOLD, GLIBC_TRIM_THRESHOLD)
         return f"CPU memory: glibc's own allocation (memory.malloc=system); {pages}"
     other = _preloaded()
@@ -129,12 +133,17 @@ def configure(settings: MemorySettings) -> str:
     libc = _glibc()
     if libc is None:
         return f"CPU memory: the C library is not glibc, its allocator is left as it is; {pages}"
-    if not (libc.mallopt(M_MMAP_MAX, 0) and libc.mallopt(M_TRIM_THRESHOLD, INT_MAX)):
+    if settings.keep_below_mb is None:  # no block is mapped: every freed block stays
+        keep = libc.mallopt(M_MMAP_MAX, 0)
+    else:  # blocks from keep_below_mb up are mapped, and unmapped when freed
+        keep = libc.mallopt(M_MMAP_MAX, GLIBC_MMAP_MAX) and libc.mallopt(M_MMAP_THRESHOLD, settings.keep_below_mb << 20)
+    if not (keep and libc.mallopt(M_TRIM_THRESHOLD, INT_MAX)):
         return f"CPU memory: glibc refused mallopt, its allocator is left as it is; {pages}"
     _state.libc, _state.return_over, _state.anchor = libc, settings.return_over_mb << 20, resident() or 0
+    kept = "freed blocks" if settings.keep_below_mb is None else f"freed blocks under {settings.keep_below_mb} MiB"
     return (
-        f"CPU memory: freed blocks kept for reuse (glibc mallopt), returned to the system after a batch "
-        f"that leaves the process over {settings.return_over_mb} MiB larger than after the last return; {pages}"
+        f"CPU memory: {kept} kept for reuse (glibc mallopt), returned to the system after a batch that "
+        f"leaves the process over {settings.return_over_mb} MiB larger than after the last return; {pages}"
     )
 
 
