@@ -31,6 +31,9 @@ def test_make_bench_measures_the_sweep_and_each_detector(tiny_demo: Path, tmp_pa
         assert result[step]["wall_s"] > 0 and result[step]["peak_mib"] > 100
         assert 0 <= result[step]["sys_share"] <= 1
     assert result["sweep_ratio"] == pytest.approx(result["sweep"]["wall_s"] / result["single"]["wall_s"])
+    jobs = result["sweep_jobs_s"]
+    assert len(jobs) == 25 and all(j > 0 for j in jobs) and sum(jobs) < result["sweep"]["wall_s"]
+    assert jobs[0] > max(jobs[1:]), "the first job, which fills the cache, should be the longest"
     names = [r["setting"] for r in result["detectors"]]
     assert names == ["npr"]
     npr = result["detectors"][0]
@@ -61,6 +64,11 @@ def test_bf16_errors_are_measured_not_assumed():
     x = torch.randn(1000, generator=torch.Generator().manual_seed(0))
     assert relative_error(x, x) == 0
     assert relative_error(x.bfloat16().float(), x) == pytest.approx(2**-9, rel=0.5)  # bf16's rounding
+    # logits that nearly cancel (a random head's): below an RMS of `floor` the error is absolute
+    small = torch.full((4,), 0.05)
+    assert relative_error(small + 0.005, small) == pytest.approx(0.1)
+    assert relative_error(small + 0.005, small, floor=1.0) == pytest.approx(0.005)
+    assert relative_error(10 * x + 0.5, 10 * x, floor=1.0) == pytest.approx(0.05, rel=0.05)
 
 
 @pytest.mark.slow
