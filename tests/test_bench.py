@@ -37,7 +37,8 @@ def test_make_bench_measures_the_sweep_and_each_detector(tiny_demo: Path, tmp_pa
     names = [r["setting"] for r in result["detectors"]]
     assert names == ["npr"]
     npr = result["detectors"][0]
-    assert npr["images"] == 8 and npr["training_views"] == 8  # 2 per source, 4 sources
+    assert npr["images"] == 8 and npr["training_views_probe"] == 8  # 2 per source, 4 sources
+    assert npr["training_views"] >= 8  # the timed pass: about 10 s at the probe's rate, at most every view
     assert npr["evaluation"]["images_per_s"] > 0 and npr["extraction"]["images_per_s"] > 0
     assert npr["allocator"].startswith("CPU memory:") and npr["process"]["peak_mib"] > 100
     assert "| npr |" in (found.parent / "bench.md").read_text()

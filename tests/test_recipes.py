@@ -45,6 +45,7 @@ def test_docs_hold_recipes():
 def test_recipe_composes(compose_cfg, doc, command):
     args = [a for a in shlex.split(command)[3:] if a not in ("-m", "--multirun") and not a.startswith("hydra.")]
     args = [a for a in args if not a.startswith("+sweep=")]  # sweep files only set hydra.sweeper
+    args = [a for a in args if not a.startswith("--")]  # dear_exp.bench's own flags (--detectors=...)
     from dear_exp import schema
 
     for combination in expand(args):
@@ -52,3 +53,19 @@ def test_recipe_composes(compose_cfg, doc, command):
         assert cfg.prune.alpha_low < cfg.prune.alpha_high, (doc, combination)
         if cfg.task.name == "dear":
             schema.validate(cfg)  # the settings a run checks before any work (e.g. online needs adam)
+
+
+def test_allocator_study_composes(compose_cfg, tmp_path):
+    """experiments/throughput/allocators.py: its shared overrides and every variant's."""
+    import importlib.util
+
+    from dear_exp import schema
+
+    spec = importlib.util.spec_from_file_location("allocators", ROOT / "experiments/throughput/allocators.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    assert len(study.VARIANTS) >= 6
+    for overrides, _ in study.VARIANTS.values():
+        cfg = compose_cfg(*study.command(tmp_path / "data", tmp_path / "corvi.pth"), *overrides)
+        assert cfg.task.name == "evaluate" and list(cfg.benchmark.layout.subsets) == ["gen_a"]
+        schema.validate(cfg)

@@ -80,12 +80,9 @@ def cell(runs: list[dict[str, float]], key: str, scale: float = 1.0) -> str:
     return f"{statistics.mean(values):.0f} ± {sd:.0f}"
 
 
-def main() -> None:
-    flags = dict((a[2:].split("=", 1) + [""])[:2] for a in sys.argv[1:] if a.startswith("--"))
-    repeats, out = int(flags.get("repeats") or 2), Path(flags.get("out") or "logs/allocators")
-    out.mkdir(parents=True, exist_ok=True)
-    data, checkpoint = workload(out / "workload")
-    base = [
+def command(data: Path, checkpoint: Path) -> list[str]:
+    """The overrides every variant shares (composed by tests/test_recipes.py)."""
+    return [
         "task=evaluate",
         "detector=corvi",
         f"detector.checkpoint={checkpoint}",
@@ -100,6 +97,14 @@ def main() -> None:
         "task.thresholds=[logit0]",
         "task.plots=never",
     ]
+
+
+def main() -> None:
+    flags = dict((a[2:].split("=", 1) + [""])[:2] for a in sys.argv[1:] if a.startswith("--"))
+    repeats, out = int(flags.get("repeats") or 2), Path(flags.get("out") or "logs/allocators")
+    out.mkdir(parents=True, exist_ok=True)
+    data, checkpoint = workload(out / "workload")
+    base = command(data, checkpoint)
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
     for r in range(repeats):
         for i, (name, (overrides, env)) in enumerate(VARIANTS.items()):
