@@ -11,7 +11,9 @@ kernel takes) and the process's peak memory; one detector also with glibc's own 
 4. with `--online`: one online-mode run, the reference's way (`head=reference head.mode=online`).
 
 Arguments: Hydra overrides for every run; the default, `demo.scale=bench postprocess=robust`, is the
-demo with test images at 224/256 px under the five robustness settings; `python -m dear_exp.bench
+demo with test images at 224/256 px under the five robustness settings (overrides given replace it
+whole: `make bench ARGS="demo.scale=bench postprocess=robust threads=1"`; the per-detector passes
+always use `postprocess=clean`); `python -m dear_exp.bench
 demo.scale=demo` measures the miniature demo. Flags: `--detectors=npr,corvi` (default: one of each
 architecture; `none` for the sweep alone), `--images=N` (per benchmark source and detector, default
 16: 64 test images on the demo; the training views: a probe of as many, then a pass of about 10 s),
@@ -307,7 +309,7 @@ def main() -> None:
     # the demo's base detector (trained once, cached in .cache/demo) must exist before timing
     warm = [*common, "task=evaluate", "task.thresholds=[logit0]", "postprocess=clean", "cache.enabled=false"]
     timed([*warm, f"hydra.run.dir={out}/warmup"], out, "warmup")
-    result: dict[str, Any] = {"overrides": overrides, "threads": os.cpu_count()}
+    result: dict[str, Any] = {"overrides": overrides, "cpus": os.cpu_count()}
     result["single"] = timed([*common, f"cache.dir={out}/cache_single", f"hydra.run.dir={out}/single"], out, "single")
     if "no-sweep" not in flags:
         sweep_args = [f"prune.alpha_low={LOWS}", f"prune.alpha_high={HIGHS}", f"cache.dir={out}/cache_sweep"]

@@ -7,7 +7,8 @@
    reads as 10 % of nothing); a detector passes when both are <= TOL.
 2. images/s per detector at 256x256 (CLIP: 224), bf16 autocast and fp32, batches of 32, channels_last
    as FeatureExtractor runs them on CUDA.
-3. the GPU sweep ratio: `python -m dear_exp.bench trainer=gpu --detectors=none` (one run, the 5x5 sweep).
+3. the GPU sweep ratio: `python -m dear_exp.bench --detectors=none trainer=gpu demo.scale=bench
+   postprocess=robust` (one run, the 5x5 sweep).
 4. fp16 seconds per image of the tiny inpainting pipeline (dear_exp.inpaint.tiny) through
    task=make_inpaint at 512 px and 50 steps: (time of 17 images - time of 1 image) / 16.
 
