@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dear_exp.bench import measured
+from dear_exp.bench import measured, parse
 
 LIBS = Path("/usr/lib/x86_64-linux-gnu")
 GLIBC = ["memory.malloc=system", "memory.huge_pages=false"]
@@ -100,7 +100,7 @@ def command(data: Path, checkpoint: Path) -> list[str]:
 
 
 def main() -> None:
-    flags = dict((a[2:].split("=", 1) + [""])[:2] for a in sys.argv[1:] if a.startswith("--"))
+    flags, _ = parse(sys.argv[1:])
     repeats, out = int(flags.get("repeats") or 2), Path(flags.get("out") or "logs/allocators")
     out.mkdir(parents=True, exist_ok=True)
     data, checkpoint = workload(out / "workload")

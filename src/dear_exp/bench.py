@@ -22,6 +22,7 @@ architecture; `none` for the sweep alone), `--images=N` (per benchmark source an
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -79,7 +80,7 @@ def job_seconds(sweep: Path) -> list[float]:
     logs = sorted(sweep.glob("*/*.log"), key=lambda p: int(p.parent.name))
     lines = [[x for x in p.read_text().splitlines() if x.startswith("[20")] for p in logs]
     starts = [stamp(ls[0]) for ls in lines] + [stamp(lines[-1][-1])]
-    return [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    return [b - a for a, b in itertools.pairwise(starts)]
 
 
 def random_detector(cfg: Any) -> Any:

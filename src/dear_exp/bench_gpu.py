@@ -123,15 +123,9 @@ def check_detector(name: str, device: Any, batch: int, repeats: int) -> dict[str
 
 def sweep_ratio(out: Path) -> dict[str, Any]:
     """`make bench`'s single run and 5x5 sweep on the GPU (trainer=gpu)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "dear_exp.bench",
-        "--detectors=none",
-        "trainer=gpu",
-        "demo.scale=bench",
-        "postprocess=robust",
-    ]
+    from dear_exp.bench import DEFAULT
+
+    cmd = [sys.executable, "-m", "dear_exp.bench", "--detectors=none", "trainer=gpu", *DEFAULT]
     with open(out / "sweep.txt", "w") as log:
         subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True)
     bench = sorted(Path("logs/bench").glob("*/bench.json"))[-1]
@@ -190,7 +184,9 @@ def inpaint_seconds(
 def main() -> None:
     import torch
 
-    flags = dict((a[2:].split("=", 1) + [""])[:2] for a in sys.argv[1:] if a.startswith("--"))
+    from dear_exp.bench import parse
+
+    flags, _ = parse(sys.argv[1:])
     cpu = "cpu" in flags
     if not cpu and not torch.cuda.is_available():
         sys.exit("error: no CUDA GPU here; run `python -m dear_exp.bench_gpu --cpu` for the CPU part")

@@ -24,6 +24,7 @@ is a step function of a few hundred images.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -67,10 +68,15 @@ class Group:
 
 class Block:
     """Standardised rows with a bias column, z = [ (x - mu) / sd, 1 ] (float64, and a float32 copy for
-    the Hessian), their 0/1 targets, and each row's weight in the loss (its term's weight / its count)."""
+    the Hessian, made when a Hessian first needs it), their 0/1 targets, and each row's weight in the
+    loss (its term's weight / its count)."""
 
     def __init__(self, z: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> None:
-        self.z, self.y, self.w, self.z32 = z, y, w, z.float()
+        self.z, self.y, self.w = z, y, w
+
+    @functools.cached_property
+    def z32(self) -> torch.Tensor:
+        return self.z.float()
 
 
 class Design:
