@@ -131,3 +131,24 @@ def test_impossible_values_fail_in_the_schema(compose_cfg, override, message):
     with pytest.raises(DearError, match=re.escape(message)):
         validate(compose_cfg(override))
     validate(compose_cfg())  # the default config itself passes
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_resolves_the_same_with_each_interpolation_parsed_once(compose_cfg, experiment, monkeypatch):
+    """register_resolvers memoises OmegaConf's interpolation parse (cache_interpolation_parses): the
+    resolved config is the one OmegaConf's own parse gives, and a bad interpolation still fails."""
+    import omegaconf.base
+    from omegaconf import OmegaConf, grammar_parser
+    from omegaconf.errors import GrammarParseError
+
+    memo = omegaconf.base.parse
+    assert memo is not grammar_parser.parse and memo.cache_info().maxsize  # installed, and bounded
+    cfg = compose_cfg(f"+experiment={experiment}", "logger=wandb")
+    cached = OmegaConf.to_yaml(cfg, resolve=True)
+    assert memo.cache_info().hits > 0
+    monkeypatch.setattr(omegaconf.base, "parse", grammar_parser.parse)
+    assert OmegaConf.to_yaml(cfg, resolve=True) == cached
+    monkeypatch.setattr(omegaconf.base, "parse", memo)
+    for _ in range(2):  # a failed parse is not kept: it fails again
+        with pytest.raises(GrammarParseError):
+            memo("${a")

@@ -44,6 +44,49 @@ def test_labels_come_from_the_config_not_folder_order(tmp_path: Path):
     ]
 
 
+def _age(root: Path, seconds: float = 60) -> None:
+    """Every folder below root last changed `seconds` ago (older than the listing memo's racy window)."""
+    import os
+    import time
+
+    then = time.time() - seconds
+    for folder in [root, *(p for p in root.rglob("*") if p.is_dir())]:
+        os.utime(folder, (then, then))
+
+
+def test_a_listing_is_kept_while_its_folders_do_not_change(tmp_path: Path, monkeypatch):
+    import os
+
+    from dear_exp.data import folders
+
+    _tree(tmp_path)
+    walks = []
+    real_scandir = os.scandir
+
+    def keys() -> list[str]:  # the keys, and how many folders were read for them
+        walks.clear()
+        with monkeypatch.context() as m:
+            m.setattr(folders.os, "scandir", lambda p: walks.append(p) or real_scandir(p))
+            return [s.key for s in labelled_samples(tmp_path, real=["nature"], fake=["ai"], hint="h")]
+
+    first = keys()
+    assert keys() == first and len(walks) == 3  # just written: listed each time (git's racily-clean rule)
+    _age(tmp_path)
+    assert keys() == first and len(walks) == 3
+    assert keys() == first and not walks  # kept: no folder read again
+    Image.new("RGB", (8, 8)).save(tmp_path / "ai" / "sub" / "02.png")  # a new file in a sub-folder
+    assert keys() == [*first, "ai/sub/02.png"]
+    (tmp_path / "nature" / "00.png").unlink()
+    assert keys() == first[1:] + ["ai/sub/02.png"]
+    _age(tmp_path)
+    (tmp_path / "ai" / "sub" / "00.png").rename(tmp_path / "ai" / "sub" / "09.png")  # a rename
+    assert keys()[-3:] == ["ai/sub/01.png", "ai/sub/02.png", "ai/sub/09.png"]
+    assert [s.key for s in labelled_samples(tmp_path, real=["nature"], fake=["ai"], hint="h")] == [
+        p.relative_to(tmp_path).as_posix()
+        for p in list_images(tmp_path / "nature", "h") + list_images(tmp_path / "ai", "h")
+    ]
+
+
 def test_missing_and_empty_folders(tmp_path: Path):
     with pytest.raises(DearError, match=f"data folder not found: {tmp_path}/nope; fetch it"):
         list_images(tmp_path / "nope", "fetch it")

@@ -56,7 +56,7 @@ def tensors_fingerprint(tensors: Iterable[torch.Tensor]) -> str:
     for t in tensors:
         t = t.detach().cpu().contiguous()
         h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())  # the bytes, read in place (not copied)
     return h.hexdigest()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,13 +33,26 @@ def visible(path: Path, folder: Path) -> bool:
 
 
 def image_files(folder: Path) -> list[Path]:
-    """The one image listing: every visible image file below folder (`visible`; symlinked folders are
+    """Every visible image file below folder, sorted (`image_entries`)."""
+    return [p for _, p in image_entries(folder)]
+
+
+def image_entries(folder: Path) -> list[tuple[str, Path]]:
+    """The one image listing, as (path relative to folder, POSIX; path): every visible image file below folder (`visible`; symlinked folders are
     not entered, symlinked files count), sorted by relative path so that results never depend on the
-    file system's listing order. os.scandir, not Path.rglob: a listing of 100,000 files is read at
-    the start of every sweep job, and the directory entries already say which are folders."""
+    file system's listing order. os.scandir, not Path.rglob: the directory entries already say which
+    are folders. Listed once per process while no folder of it changes (`_LISTINGS`): every job of a
+    sweep reads the same folders, 100,000 files of a real benchmark each time."""
+    key = os.path.abspath(folder)
+    known = _LISTINGS.get(key)
+    if known is not None and all(_mtime(d) == t for d, t in known[1].items()):
+        return known[0]
+    start = time.time_ns()
     found: list[tuple[str, str]] = []
+    dirs: dict[str, int | None] = {}
 
     def walk(path: str, rel: str) -> None:
+        dirs[path] = _mtime(path)  # before its entries are read: a change while listing shows next time
         with os.scandir(path) as entries:
             for e in entries:
                 if e.name.startswith(".") or e.name == "__MACOSX":
@@ -49,13 +63,42 @@ def image_files(folder: Path) -> list[Path]:
                     found.append((rel + e.name, e.path))
 
     walk(str(folder), "")
-    return [Path(p) for _, p in sorted(found)]
+    files = [(rel, Path(p)) for rel, p in sorted(found)]
+    # a folder changed within RACY_NS of the listing may change again within the same mtime tick (ext4
+    # stamps by the kernel's tick): its listing is not kept (git's "racily clean" rule)
+    if all(t is not None and start - t > RACY_NS for t in dirs.values()):
+        _LISTINGS[key] = (files, dirs)
+    else:
+        _LISTINGS.pop(key, None)
+    return files
+
+
+RACY_NS = 2_000_000_000
+# folder -> its listing and the modification time of every folder it walked (adding, removing or
+# renaming an entry changes its folder's time; a file's contents are the feature cache's business)
+# (the lists are shared: callers read them, never change them)
+_LISTINGS: dict[str, tuple[list[tuple[str, Path]], dict[str, int | None]]] = {}
+
+
+def _mtime(path: str) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def list_entries(folder: Path, hint: str) -> list[tuple[str, Path]]:
+    """`image_entries` of an existing folder, refusing an empty one."""
+    require_dir(folder, hint)
+    entries = image_entries(folder)
+    if not entries:
+        raise DearError(f"no images in {folder}; {hint}")
+    return entries
 
 
 def list_images(folder: Path, hint: str, exclude_suffixes: tuple[str, ...] = ()) -> list[Path]:
     """Every image below an existing folder (`image_files`), refusing an empty one."""
-    require_dir(folder, hint)
-    files = image_files(folder)
+    files = [p for _, p in list_entries(folder, hint)]
     files = [p for p in files if not p.stem.endswith(exclude_suffixes)] if exclude_suffixes else files
     if not files:
         raise DearError(f"no images in {folder}; {hint}")
@@ -67,9 +110,14 @@ def labelled_samples(root: Path, real: list[str], fake: list[str], hint: str) ->
     samples = []
     for label, folders in ((REAL, real), (FAKE, fake)):
         for sub in folders:
-            for p in list_images(root / sub, hint):
-                samples.append(Sample(p, label, p.relative_to(root).as_posix()))
+            folder = root / sub
+            prefix = folder.relative_to(root).as_posix()  # each key is prefix/rel: the file's path under root
+            samples += [Sample(p, label, joined(prefix, rel)) for rel, p in list_entries(folder, hint)]
     return samples
+
+
+def joined(prefix: str, rel: str) -> str:
+    return rel if prefix == "." else f"{prefix}/{rel}"
 
 
 @dataclass(frozen=True)
@@ -87,7 +135,9 @@ def pair_files(pairs: list[InpaintPair]) -> list[Path]:
 
 def inpaint_pairs(root: Path, image_dir: str, mask_dir: str, hint: str) -> list[InpaintPair]:
     """`{stem}_inpaint.*` images with their `{stem}_mask.*`; a missing mask is an error."""
-    images = [p for p in list_images(root / image_dir, hint) if p.stem.endswith("_inpaint")]
+    prefix = (root / image_dir).relative_to(root).as_posix()
+    keyed = [(joined(prefix, rel), p) for rel, p in list_entries(root / image_dir, hint) if p.stem.endswith("_inpaint")]
+    images = [p for _, p in keyed]
     if not images:
         raise DearError(f"no *_inpaint images in {root / image_dir}; {hint}")
     beside = list_images(root / mask_dir, hint)
@@ -103,13 +153,13 @@ def inpaint_pairs(root: Path, image_dir: str, mask_dir: str, hint: str) -> list[
     masks = {p.stem: p for p in beside if p.stem.endswith("_mask")}
     alphas = {p.stem: p for p in beside if p.stem.endswith("_alpha")}
     pairs, missing = [], []
-    for img in images:
+    for key, img in keyed:
         stem = img.stem[: -len("_inpaint")]
         mask = masks.get(f"{stem}_mask")
         if mask is None:
             missing.append(img)
         else:
-            pairs.append(InpaintPair(img, mask, img.relative_to(root).as_posix(), alphas.get(f"{stem}_alpha")))
+            pairs.append(InpaintPair(img, mask, key, alphas.get(f"{stem}_alpha")))
     if missing:
         raise DearError(
             f"{len(missing)} inpaint image(s) without a mask, e.g. {missing[0]}: every "

@@ -1,24 +1,35 @@
 """`hydra/sweeper=compose_once` (conf/hydra/default.yaml): Hydra's basic sweeper, with each job's
-config composed once instead of twice.
+config composed once instead of twice, and a job that differs from one already composed only in plain
+values derived from that one instead of composed from the files again.
 
 Hydra's BasicSweeper composes every job of a batch before launching any (so that a bad override fails
-before the first job runs), and its launchers then compose each job again. Composition costs about
-0.3 s a job here (issue 15: a quarter of a cached sweep job). This sweeper keeps the configs its
-validation pass composed and hands each to the launcher's own request for the same overrides; the
-fail-first check, the configs and everything a launcher does with them are unchanged. Hydra has no
-setting for this, hence the subclass (a plugin: Hydra finds it under the `hydra_plugins` namespace).
+before the first job runs), and its launchers then compose each job again. Composition costs 0.1-0.3 s
+a job here (issue 15: as much as a cached sweep job's own work). This sweeper keeps the configs its
+validation pass composed and hands each to the launcher's own request for the same overrides. And an
+alpha sweep's jobs differ only in `prune.alpha_low=0.1`-style values: such a job is the last composed
+job's config with Hydra's own override step (`_apply_overrides_to_config`) run for the values that
+differ, and its override lists and `override_dirname` renewed. Anything else (a config group, a `+`,
+`~` or `++` override, a dict or list value, a `hydra.` key, a later override on the same key) is
+composed by Hydra from the files, and so is a derivation that fails, so that Hydra's own error is
+raised. tests/test_sweeper.py checks the derived configs equal Hydra's. Hydra has no setting for
+either, hence the subclass (a plugin: Hydra finds it under the `hydra_plugins` namespace);
+`hydra/sweeper=basic` is Hydra's own.
 """
 
 # no `from __future__ import annotations`: Hydra executes plugin modules outside sys.modules, where
 # a dataclass cannot resolve string annotations
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
 from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, OverrideType, ValueType
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 KEEP = 256  # configs kept at most (a larger batch composes the rest again at launch, as Hydra does)
 
@@ -33,21 +44,85 @@ ConfigStore.instance().store(
 )
 
 
+@dataclass
+class Composed:
+    """A job Hydra composed from the files: its overrides (the master's `hydra.` ones first), parsed,
+    and its config as composed (before a launcher writes the job's number into it)."""
+
+    overrides: list[str]
+    parsed: list[Override]
+    config: DictConfig
+
+
 class ComposedOnce:
     """Hydra's config loader, answering a job's composition from `kept` when the validation pass
-    composed it (each kept config is handed out once: the launcher writes the job's number into it)."""
+    composed it (each kept config is handed out once: the launcher writes the job's number into it),
+    else by `derive` or, failing that, Hydra."""
 
     def __init__(self, loader: Any) -> None:
         self.loader, self.kept = loader, {}
+        self.last: Composed | None = None
 
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
         kept = self.kept.pop(tuple(sweep_overrides), None)
-        return kept if kept is not None else self.loader.load_sweep_config(master_config, sweep_overrides)
+        return kept if kept is not None else self.compose(master_config, sweep_overrides)
 
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("loader", "kept"):  # pickling (joblib, submitit) and unpickling
-            raise AttributeError(name)
-        return getattr(self.loader, name)
+    def compose(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+        overrides = [*OmegaConf.to_container(master_config.hydra.overrides.hydra), *sweep_overrides]  # type: ignore[misc]
+        derived = self.derive(master_config, overrides)
+        if derived is not None:
+            return derived
+        config = self.loader.load_sweep_config(master_config, sweep_overrides)
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        self.last = Composed(overrides, parsed, copy.deepcopy(config))
+        return config
+
+    def plain(self, override: Override) -> bool:
+        """`key=value` of one scalar on a key that is not a config group: what Hydra applies to the
+        composed config with OmegaConf.update, after composition (its `config_overrides`)."""
+        return (
+            override.type == OverrideType.CHANGE
+            and override.package is None
+            and override.value_type == ValueType.ELEMENT
+            and not override.is_hydra_override()
+            and not isinstance(override.value(), (dict, list))
+            and not self.loader.repository.group_exists(override.key_or_group)
+        )
+
+    def derive(self, master_config: DictConfig, overrides: list[str]) -> DictConfig | None:
+        """The config of `overrides` from the last composed job's, or None where they differ in more
+        than plain values (see the module's docstring)."""
+        last = self.last
+        if last is None or len(overrides) != len(last.overrides):
+            return None
+        changed = [i for i, (a, b) in enumerate(zip(last.overrides, overrides)) if a != b]
+        try:
+            parsed = list(last.parsed)
+            for i, new in zip(changed, OverridesParser.create().parse_overrides([overrides[i] for i in changed])):
+                if not (self.plain(new) and self.plain(last.parsed[i])) or new.key_or_group != parsed[i].key_or_group:
+                    return None
+                parsed[i] = new
+            if any(_touches(o.key_or_group, parsed[i].key_or_group) for i in changed for o in parsed[i + 1 :]):
+                return None  # a later override on the same key (or within it) decides its value
+            config = copy.deepcopy(last.config)
+            ConfigLoaderImpl._apply_overrides_to_config([parsed[i] for i in changed], config)
+        except Exception:  # noqa: BLE001 -- Hydra's own composition raises its own message
+            return None
+        app = [o for o in parsed if not o.is_hydra_override()]
+        config.hydra.overrides.task = [o.input_line for o in app]
+        job = config.hydra.job
+        job.override_dirname = get_overrides_dirname(
+            overrides=app,
+            kv_sep=job.config.override_dirname.kv_sep,
+            item_sep=job.config.override_dirname.item_sep,
+            exclude_keys=job.config.override_dirname.exclude_keys,
+        )
+        OmegaConf.copy_cache(from_config=master_config, to_config=config)  # as Hydra's load_sweep_config
+        return config
+
+
+def _touches(key: str, other: str) -> bool:
+    return key == other or key.startswith(other + ".") or other.startswith(key + ".")
 
 
 class ComposeOnceSweeper(BasicSweeper):
@@ -59,6 +134,6 @@ class ComposeOnceSweeper(BasicSweeper):
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         assert self.config is not None
         for overrides in batch:
-            composed = self.composed.loader.load_sweep_config(self.config, list(overrides))
+            composed = self.composed.compose(self.config, list(overrides))
             if len(self.composed.kept) < KEEP:
                 self.composed.kept[tuple(overrides)] = composed

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from dear_exp.data.folders import FAKE, REAL, Sample, image_files, require_dir, visible
+from dear_exp.data.folders import FAKE, REAL, Sample, image_entries, joined, require_dir, visible
 from dear_exp.errors import DearError
 
 if TYPE_CHECKING:
@@ -108,10 +108,11 @@ class Builder:
         samples = []
         for folder in folders:
             require_dir(folder, self.hint)
-            files = image_files(folder)
+            files = image_entries(folder)
             if not files and not self.allow_empty:
                 raise DearError(f"no images in {folder}; {self.hint}")
-            samples += [Sample(p, label, key_of(p, self.root)) for p in files]
+            prefix = key_of(folder, self.root)  # each key is prefix/rel: the file's path from the root
+            samples += [Sample(p, label, joined(prefix, rel)) for rel, p in files]
         return sorted(samples, key=lambda s: s.key)
 
     def source(self, name: str, folders: Path | list[Path], label: int) -> str:
