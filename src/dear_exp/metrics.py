@@ -35,8 +35,7 @@ import torch
 from torchmetrics.functional.classification import (
     binary_auroc,
     binary_average_precision,
-    binary_recall,
-    binary_specificity,
+    binary_stat_scores,
 )
 
 METRICS = ("AUC", "AP", "R.Acc", "F.Acc", "Acc", "Gap")
@@ -155,29 +154,27 @@ def detection_metrics(
     out = dict.fromkeys(METRICS, float("nan"))
     logits = torch.cat([real_logits, fake_logits]).double()
     target = torch.cat([torch.zeros(n_real), torch.ones(n_fake)]).long()
-    scores = rank_scores(logits)
-    thresholded = not math.isnan(threshold)
-    # our own tensors, of the right kinds: torchmetrics' argument checks (a third of the time) are skipped
-    r_acc = (
-        binary_specificity((logits >= threshold).long(), target, validate_args=False)
-        if n_real and thresholded
-        else None
-    )
-    f_acc = binary_recall((logits > threshold).long(), target, validate_args=False) if n_fake and thresholded else None
-    if r_acc is not None:
-        out["R.Acc"] = 100.0 * float(r_acc)
-    if f_acc is not None:
-        out["F.Acc"] = 100.0 * float(f_acc)
+    if not math.isnan(threshold) and n_real + n_fake:
+        # the four outcomes in one count, under the rule that a logit on the threshold is wrong for both
+        # classes (a real there is called fake, a fake real); our own tensors, of the right kinds:
+        # torchmetrics' argument checks (a third of the time) are skipped
+        called_fake = torch.where(target == 1, logits > threshold, logits >= threshold).long()
+        tp, _, tn, _, _ = binary_stat_scores(called_fake, target, validate_args=False).tolist()
+        if n_real:
+            out["R.Acc"] = 100.0 * tn / n_real
+        if n_fake:
+            out["F.Acc"] = 100.0 * tp / n_fake
     if n_real and n_fake:
         if ranking is None:
+            scores = rank_scores(logits)
             ranking = (
                 100.0 * float(binary_auroc(scores, target, validate_args=False)),
                 100.0 * float(binary_average_precision(scores, target, validate_args=False)),
             )
         out["AUC"], out["AP"] = ranking
-        if r_acc is not None and f_acc is not None:
-            out["Acc"] = 100.0 * float((r_acc + f_acc) / 2)
-            out["Gap"] = 100.0 * float(r_acc - f_acc)
+        if not math.isnan(threshold):
+            out["Acc"] = (out["R.Acc"] + out["F.Acc"]) / 2
+            out["Gap"] = out["R.Acc"] - out["F.Acc"]
     return out
 
 
