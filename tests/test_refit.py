@@ -330,3 +330,30 @@ def test_a_head_is_refused_on_a_detector_it_was_not_refitted_on(tmp_path: Path, 
     save_file(tensors, tmp_path / "old.safetensors")  # written before heads carried their detector
     load_head(mine, tmp_path / "old.safetensors")
     assert "does not record the detector it was refitted on" in caplog.text
+
+
+def test_rows_too_large_to_keep_are_streamed_to_the_same_design_and_optimum():
+    from dear_exp.refit import newton
+
+    train, inpaint, val, mask = _problem(seed=5, channels=30)
+    kept = mask.bool()
+    x = train["pooled"][:, kept].double()
+    mu, sd = x.mean(0), x.std(0, unbiased=False)
+    groups = [
+        newton.Group(train["pooled"], train["label"], 1.0),
+        newton.Group(inpaint["pooled"], inpaint["label"], 0.5),
+    ]
+    whole = newton.Design(groups, kept, mu, sd, torch.device("cpu"))
+    streamed = newton.Design(groups, kept, mu, sd, torch.device("cpu"), keep_bytes=0)
+    assert whole.kept_blocks is not None and streamed.kept_blocks is None
+    for part in ("z", "y", "w"):
+        assert torch.equal(
+            getattr(whole.kept_blocks[0], part), torch.cat([getattr(b, part) for b in streamed.blocks()])
+        )
+    z = whole.kept_blocks[0].z
+    expected = torch.cat([(torch.cat([g.x for g in groups])[:, kept].double() - mu) / sd, torch.ones(len(z), 1)], 1)
+    assert torch.equal(z, expected.double())
+    start = torch.zeros(int(kept.sum()) + 1, dtype=torch.float64)
+    a, *_ = newton.newton_solve(whole, 0.01, start, 1e-9, 100)
+    b, *_ = newton.newton_solve(streamed, 0.01, start, 1e-9, 100)
+    assert torch.allclose(a, b, rtol=0, atol=1e-8)  # the same optimum (a sum over blocks rounds apart)
