@@ -139,6 +139,22 @@ def test_data_parts_key_changes_with_postprocessing_seed_views_and_files(tmp_pat
     assert key(EvalImages(samples, Chain("clean", [], seed=0), PRE)) != clean
 
 
+def test_a_request_reads_each_list_of_files_once_for_the_same_keys(tmp_path: Path, monkeypatch):
+    from dear_exp import features
+
+    samples = _images(tmp_path / "imgs")
+    settings = [Chain("clean", [], seed=0), Chain("j", [{"op": "jpeg", "quality": 75}], seed=0)]
+    datasets = [EvalImages(samples, chain, PRE) for chain in settings]
+    alone = [data_parts(ds) for ds in datasets]
+    fingerprinted = []
+    real = features.files_fingerprint
+    monkeypatch.setattr(features, "files_fingerprint", lambda files: fingerprinted.append(1) or real(files))
+    seen: dict = {}
+    assert [data_parts(ds, seen) for ds in datasets] == alone and len(fingerprinted) == 1
+    other = list(samples)  # an equal list is another data set: read again
+    assert data_parts(EvalImages(other, settings[0], PRE), seen) == alone[0] and len(fingerprinted) == 2
+
+
 # ---------------------------------------------------------------------------------------------- fetch
 
 

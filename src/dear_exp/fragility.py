@@ -257,7 +257,8 @@ def measure(
     if store is None:
         state = compute()
     else:
-        parts = {"clean": data_parts(clean), "settings": {s: data_parts(d) for s, d in processed.items()}}
+        seen: dict[int, tuple[Any, str]] = {}
+        parts = {"clean": data_parts(clean, seen), "settings": {s: data_parts(d, seen) for s, d in processed.items()}}
         state = store.fragility(parts, compute, f"fragility sums over {len(samples)} images")
     return {
         s: FragilityAccumulator.from_state({k: state[f"{s}/{k}"] for k in ("sq_diff", "total", "total_sq", "counts")})
