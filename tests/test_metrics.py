@@ -61,6 +61,43 @@ def test_each_generator_is_scored_against_its_paired_real_set():
     assert by[("dear", "ldm")]["AUC"] == 0.0 and by[("base", "ldm")]["n_real"] == 2
 
 
+def test_a_subset_row_is_kept_by_the_content_of_its_logits(monkeypatch):
+    """A sweep's jobs score the same base and refit logits job after job: each row is measured once
+    per process; other logits, policies or thresholds are measured anew, and a row handed out is a
+    copy."""
+    from dear_exp import metrics
+    from dear_exp.data.datamodules import EvalSource
+
+    sources = [EvalSource("photos", "clean", True), EvalSource("gen", "clean", False)]
+    subsets = {"gen": {"real": "photos"}}
+    rng = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(50, generator=rng, dtype=torch.float64), torch.randn(40, generator=rng) + 1
+
+    def rows(base, dear, calibrated=0.3):
+        outputs = [[{"base": base[0], "dear": dear[0]}], [{"base": base[1], "dear": dear[1]}]]
+        policies = ("logit0", "calibrated", "oracle")
+        thresholds = {"base": calibrated, "dear": calibrated}
+        return metrics.evaluate_predictions(sources, outputs, subsets, ("base", "dear"), None, policies, thresholds)
+
+    first = rows((real, fake), (real + 0.1, fake))
+    measured = []
+    real_metrics = metrics.detection_metrics
+    monkeypatch.setattr(metrics, "detection_metrics", lambda *a: measured.append(1) or real_metrics(*a))
+    again = rows((real, fake), (real + 0.2, fake))  # base as before, dear's logits moved
+    assert len(measured) == 3  # dear's three policies; base's rows came from the first call
+    of = lambda rows, model: repr([r for r in rows if r["model"] == model])  # noqa: E731  (NaN == NaN in repr)
+    assert of(again, "base") == of(first, "base") and of(again, "dear") != of(first, "dear")
+    moved = rows((real, fake), (real + 0.2, fake), calibrated=0.5)
+    calibrated_rows = [r for r in moved if r["threshold_policy"] == "calibrated" and r["subset"] == "gen"]
+    assert len(measured) == 5 and [r["threshold"] for r in calibrated_rows] == [0.5, 0.5]  # base's and dear's
+    moved[0]["AUC"] = -1.0  # the caller's copy
+    assert rows((real, fake), (real + 0.2, fake), calibrated=0.5)[0]["AUC"] == first[0]["AUC"]
+    cold = metrics._MEASURED.copy()
+    metrics._MEASURED.clear()  # measured from scratch: the same rows
+    assert repr(rows((real, fake), (real + 0.2, fake))) == repr(again)
+    metrics._MEASURED.update(cold)
+
+
 def test_one_class_logits_leave_the_undefined_metrics_missing_not_zero():
     real = torch.tensor([-2.0, -1.0, 0.5, 3.0])
     fake = torch.tensor([1.0, -0.5, 2.0])
