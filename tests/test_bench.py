@@ -34,6 +34,11 @@ def test_make_bench_measures_the_sweep_and_each_detector(tiny_demo: Path, tmp_pa
     jobs = result["sweep_jobs_s"]
     assert len(jobs) == 25 and all(j > 0 for j in jobs) and sum(jobs) < result["sweep"]["wall_s"]
     assert jobs[0] > max(jobs[1:]), "the first job, which fills the cache, should be the longest"
+    wall = result["sweep"]["wall_s"]
+    assert result["sweep_ratio_in_process"] == pytest.approx(wall / (wall - sum(jobs[1:])))
+    fits = result["sweep_fits_s"]  # solving heads: the first job solves its three, a later one at most two
+    assert len(fits) == 25 and fits[0] > 0 and all(0 <= f <= j for f, j in zip(fits, jobs))
+    assert 0 < result["sweep_later_fit_s"] < result["sweep_later_job_s"]
     names = [r["setting"] for r in result["detectors"]]
     assert names == ["npr"]
     npr = result["detectors"][0]
