@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import functools
 import importlib.resources
 import logging
 import os
@@ -239,19 +238,10 @@ def _is_rank_zero() -> bool:
     return getattr(rank_zero_only, "rank", 0) == 0
 
 
-@functools.cache
-def freeze_imports() -> None:
-    """Once per process, with every task module imported: what the imports made (torch, Lightning,
-    Hydra: most of Python's heap, none of it garbage) is left out of the garbage collector's full
-    collections, which then walk what the jobs make: a full collection in a sweep took 0.3 s."""
-    import gc
-
-    gc.freeze()
-
-
 def run_task(cfg: DictConfig) -> dict[str, Any]:
     from dear_exp import schema
     from dear_exp.build import finish_wandb
+    from dear_exp.memory import freeze_imports
     from dear_exp.tasks import (
         cache,
         census,

@@ -44,16 +44,6 @@ ConfigStore.instance().store(
 )
 
 
-@dataclass
-class Composed:
-    """A job Hydra composed from the files: its overrides (the master's `hydra.` ones first), parsed,
-    and its config as composed (before a launcher writes the job's number into it)."""
-
-    overrides: list[str]
-    parsed: list[Override]
-    config: DictConfig
-
-
 class ComposedOnce:
     """Hydra's config loader, answering a job's composition from `kept` when the validation pass
     composed it (each kept config is handed out once: the launcher writes the job's number into it),
@@ -61,7 +51,19 @@ class ComposedOnce:
 
     def __init__(self, loader: Any) -> None:
         self.loader, self.kept = loader, {}
-        self.last: Composed | None = None
+        # the last job Hydra composed from the files: its overrides (the master's `hydra.` ones first),
+        # parsed, and its config as composed (before a launcher writes the job's number into it)
+        self.last: tuple[list[str], list[Override], DictConfig] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A launcher that sends the Hydra context to other processes (joblib, submitit) sends the
+        loader alone: the configs are composed here, before they go."""
+        return {"loader": self.loader, "kept": {}, "last": None}
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("loader", "kept", "last"):  # pickling (joblib, submitit), unpickling
+            raise AttributeError(name)
+        return getattr(self.loader, name)
 
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
         kept = self.kept.pop(tuple(sweep_overrides), None)
@@ -74,7 +76,7 @@ class ComposedOnce:
             return derived
         config = self.loader.load_sweep_config(master_config, sweep_overrides)
         parsed = OverridesParser.create().parse_overrides(overrides)
-        self.last = Composed(overrides, parsed, copy.deepcopy(config))
+        self.last = (overrides, parsed, copy.deepcopy(config))
         return config
 
     def plain(self, override: Override) -> bool:
@@ -92,19 +94,19 @@ class ComposedOnce:
     def derive(self, master_config: DictConfig, overrides: list[str]) -> DictConfig | None:
         """The config of `overrides` from the last composed job's, or None where they differ in more
         than plain values (see the module's docstring)."""
-        last = self.last
-        if last is None or len(overrides) != len(last.overrides):
+        if self.last is None or len(overrides) != len(self.last[0]):
             return None
-        changed = [i for i, (a, b) in enumerate(zip(last.overrides, overrides)) if a != b]
+        last_overrides, last_parsed, last_config = self.last
+        changed = [i for i, (a, b) in enumerate(zip(last_overrides, overrides)) if a != b]
         try:
-            parsed = list(last.parsed)
+            parsed = list(last_parsed)
             for i, new in zip(changed, OverridesParser.create().parse_overrides([overrides[i] for i in changed])):
-                if not (self.plain(new) and self.plain(last.parsed[i])) or new.key_or_group != parsed[i].key_or_group:
+                if not (self.plain(new) and self.plain(last_parsed[i])) or new.key_or_group != parsed[i].key_or_group:
                     return None
                 parsed[i] = new
             if any(_touches(o.key_or_group, parsed[i].key_or_group) for i in changed for o in parsed[i + 1 :]):
                 return None  # a later override on the same key (or within it) decides its value
-            config = copy.deepcopy(last.config)
+            config = copy.deepcopy(last_config)
             ConfigLoaderImpl._apply_overrides_to_config([parsed[i] for i in changed], config)
         except Exception:  # noqa: BLE001 -- Hydra's own composition raises its own message
             return None
