@@ -69,3 +69,42 @@ def test_allocator_study_composes(compose_cfg, tmp_path):
         cfg = compose_cfg(*study.command(tmp_path / "data", tmp_path / "corvi.pth"), *overrides)
         assert cfg.task.name == "evaluate" and list(cfg.benchmark.layout.subsets) == ["gen_a"]
         schema.validate(cfg)
+
+
+@pytest.mark.slow
+def test_the_job_cost_study_times_each_stage_of_a_sweep(tiny_demo, tmp_path):
+    """experiments/throughput/job_costs.py on a 2 x 2 sweep of the tiny demo: a row per stage, the
+    stages inside a job no longer than the job."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    root = tmp_path / "root"
+    shutil.copytree(tiny_demo, root)
+    cmd = [
+        sys.executable,
+        str(ROOT / "experiments/throughput/job_costs.py"),
+        "--grid=2",
+        "demo.scale=tiny",
+        "threads=1",
+    ]
+    env = {**os.environ, "DEAR_ROOT": str(root), "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "4 jobs; each stage's mean over the 3 after the first:" in proc.stdout
+    rows = {
+        line.split("|")[1].replace("·", "").strip(): float(line.split("|")[2])
+        for line in proc.stdout.splitlines()
+        if line.startswith("| ") and not line.startswith("| stage")
+    }
+    job, task, dear = (
+        rows["Hydra's job (config files, logging, the task)"],
+        rows["the task: run_task"],
+        rows["task=dear"],
+    )
+    assert 0 < dear <= task <= job
+    assert (
+        0 < rows["evaluation from cached rows"] <= dear and 0 < rows["head fits (cache hits or Newton solves)"] <= dear
+    )
+    assert rows["Newton solves"] > 0  # the tiny demo's later jobs solve their DEAR heads
