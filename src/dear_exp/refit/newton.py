@@ -13,8 +13,8 @@ standardised on the training rows (mean 0, sd 1 per kept channel): a Hessian of 
 thousand channels is cheap to factor, and on the demo Newton reaches a gradient below 1e-9 in 6-14
 steps per L2 strength where first-order methods (L-BFGS, and the reference's Adam) need thousands.
 Forming the Hessian costs rows x channels^2 and a step rows x channels, so a Hessian is reused while
-it steers well (the previous strength's included): 8-13 Hessians per solve of six strengths instead of
-21-26, the same optimum, and an old Hessian whose step fails is formed anew, not searched along (one
+it steers well (the previous strength's included): 8-9 Hessians per solve of six strengths instead of
+19-21, the same optimum, and an old Hessian whose step fails is formed anew, not searched along (one
 alpha pair of the demo's sweep took 479 evaluations of the loss that way, 0.67 s; 55 now, 0.17 s).
 The standardisation is folded back into the weights, so the saved head is
 still `linear(m * pool(F))`.
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 CHUNK = 1 << 16  # rows per block: float64 copies of the rows are made one block at a time
 # a Hessian is kept for the next step while a full step shrinks max |gradient| at least this much (0:
-# formed at every step, plain Newton); on the demo it cuts the Hessians of a solve from 26 to 8
+# formed at every step, plain Newton); on the demo it cuts the Hessians of a solve from 19-21 to 8-9
 KEEP_IF_SHRINKS = 0.25
 
 
