@@ -37,12 +37,13 @@ def image_files(folder: Path) -> list[Path]:
     return [p for _, p in image_entries(folder)]
 
 
-def image_entries(folder: Path) -> list[tuple[str, Path]]:
-    """The one image listing, as (path relative to folder, POSIX; path): every visible image file below folder (`visible`; symlinked folders are
-    not entered, symlinked files count), sorted by relative path so that results never depend on the
-    file system's listing order. os.scandir, not Path.rglob: the directory entries already say which
-    are folders. Listed once per process while no folder of it changes (`_LISTINGS`): every job of a
-    sweep reads the same folders, 100,000 files of a real benchmark each time."""
+def image_entries(folder: Path) -> tuple[tuple[str, Path], ...]:
+    """The one image listing, as (path relative to folder in POSIX form, path) pairs: every visible
+    image file below folder (`visible`; symlinked folders are not entered, symlinked files count),
+    sorted by relative path so that results never depend on the file system's listing order.
+    os.scandir, not Path.rglob: the directory entries already say which are folders. Listed once per
+    process while no folder of it changes (`_LISTINGS`): every job of a sweep reads the same folders,
+    100,000 files of a real benchmark each time."""
     key = os.path.abspath(folder)
     known = _LISTINGS.get(key)
     if known is not None and all(_mtime(d) == t for d, t in known[1].items()):
@@ -63,7 +64,7 @@ def image_entries(folder: Path) -> list[tuple[str, Path]]:
                     found.append((rel + e.name, e.path))
 
     walk(str(folder), "")
-    files = [(rel, Path(p)) for rel, p in sorted(found)]
+    files = tuple((rel, Path(p)) for rel, p in sorted(found))
     # a folder changed within RACY_NS of the listing may change again within the same mtime tick (ext4
     # stamps by the kernel's tick): its listing is not kept (git's "racily clean" rule)
     if all(t is not None and start - t > RACY_NS for t in dirs.values()):
@@ -76,8 +77,7 @@ def image_entries(folder: Path) -> list[tuple[str, Path]]:
 RACY_NS = 2_000_000_000
 # folder -> its listing and the modification time of every folder it walked (adding, removing or
 # renaming an entry changes its folder's time; a file's contents are the feature cache's business)
-# (the lists are shared: callers read them, never change them)
-_LISTINGS: dict[str, tuple[list[tuple[str, Path]], dict[str, int | None]]] = {}
+_LISTINGS: dict[str, tuple[tuple[tuple[str, Path], ...], dict[str, int | None]]] = {}
 
 
 def _mtime(path: str) -> int | None:
@@ -87,7 +87,7 @@ def _mtime(path: str) -> int | None:
         return None
 
 
-def list_entries(folder: Path, hint: str) -> list[tuple[str, Path]]:
+def list_entries(folder: Path, hint: str) -> tuple[tuple[str, Path], ...]:
     """`image_entries` of an existing folder, refusing an empty one."""
     require_dir(folder, hint)
     entries = image_entries(folder)
