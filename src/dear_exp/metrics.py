@@ -431,7 +431,9 @@ def _subset_metrics(
     A pure function of the logits' values and the settings, so it is kept by content (`_MEASURED`): a
     sweep's jobs score the same base and refit logits, job after job."""
     key = (
-        hashlib.sha256(_bytes(real) + b"|" + _bytes(fake)).hexdigest(),
+        hashlib.sha256(_bytes(real) + _bytes(fake)).hexdigest(),
+        len(real),
+        len(fake),
         str(real.dtype),
         str(fake.dtype),
         policy,
@@ -475,7 +477,7 @@ def _subset_metrics(
 
 
 def _bytes(t: torch.Tensor) -> bytes:
-    return t.detach().cpu().contiguous().numpy().tobytes()
+    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()  # any dtype, bf16 too
 
 
 # subset rows by the content of their logits and settings, the most recently used last (at most 4096)
