@@ -58,6 +58,15 @@ def test_a_bad_override_fails_before_the_first_job(tiny_demo: Path, tmp_path: Pa
     assert not list((root / "logs").rglob("results.csv")), "a job ran before the sweep was found impossible"
 
 
+def test_an_impossible_value_stops_the_sweep_before_its_first_job(tiny_demo: Path, tmp_path: Path, monkeypatch, capfd):
+    root = tmp_path / "root"
+    shutil.copytree(tiny_demo, root)
+    rc, text = run_entry(["-m", "+debug=fdr", "prune.alpha_low=0.1,abc"], root, monkeypatch, capfd)
+    assert rc == 2 and "prune.alpha_low='abc' must be a number >= 0 and <= 1" in text, text[-2000:]
+    assert "Traceback" not in text
+    assert not list((root / "logs").rglob("results.csv")), "a job ran before the sweep was found impossible"
+
+
 def _loader_and_master(tmp_path: Path, *overrides: str):
     GlobalHydra.instance().clear()
     initialize_config_dir(config_dir=CONF_DIR, version_base="1.3")

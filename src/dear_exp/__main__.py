@@ -401,6 +401,9 @@ def entry() -> None:
 
     try:
         main()
+    except DearError as exc:  # a sweep's values, checked before its first job (hydra_plugins/dear_exp_sweeper)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        sys.exit(2)
     except (HydraException, OmegaConfBaseException) as exc:
         from hydra.errors import InstantiationException
 

@@ -11,8 +11,9 @@ job's config with Hydra's own override step (`_apply_overrides_to_config`) run f
 differ, and its override lists and `override_dirname` renewed. Anything else (a config group, a `+`,
 `~` or `++` override, a dict or list value, a `hydra.` key, a later override on the same key) is
 composed by Hydra from the files, and so is a derivation that fails, so that Hydra's own error is
-raised. tests/test_sweeper.py checks the derived configs equal Hydra's. Hydra has no setting for
-either, hence the subclass (a plugin: Hydra finds it under the `hydra_plugins` namespace);
+raised. tests/test_sweeper.py checks the derived configs equal Hydra's. Every job's values are also
+checked by dear-exp's schema before the first job runs. Hydra has no setting for any of this, hence
+the subclass (a plugin: Hydra finds it under the `hydra_plugins` namespace);
 `hydra/sweeper=basic` is Hydra's own.
 """
 
@@ -29,7 +30,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType, ValueType
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 KEEP = 256  # configs kept at most (a larger batch composes the rest again at launch, as Hydra does)
 
@@ -137,5 +138,32 @@ class ComposeOnceSweeper(BasicSweeper):
         assert self.config is not None
         for overrides in batch:
             composed = self.composed.compose(self.config, list(overrides))
+            check_values(composed)
             if len(self.composed.kept) < KEEP:
                 self.composed.kept[tuple(overrides)] = composed
+
+
+def check_values(config: DictConfig) -> None:
+    """dear-exp's own checks of the values (`schema.validate`, which every job also runs at its start),
+    on every job before the first runs: `prune.alpha_low=0.1,abc` stops the sweep before any work, not
+    at its second job. The config is read as its job will read it (Hydra's job config set, with the
+    number and output folder a launcher gives it), so that `${hydra:runtime.output_dir}` resolves. The
+    checks import torch, so torch's huge-page switch is set first, from this config, as a job's start
+    does (the first job's setting holds for the process either way)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from dear_exp import schema
+    from dear_exp.memory import set_huge_pages
+
+    set_huge_pages(config.memory.huge_pages is True)
+    job = copy.deepcopy(config)
+    with read_write(job.hydra), open_dict(job.hydra):
+        job.hydra.job.num, job.hydra.job.id = 0, "0"
+        job.hydra.runtime.output_dir = str(job.hydra.sweep.dir)
+    hydra_config = HydraConfig.instance()
+    before = hydra_config.cfg
+    hydra_config.set_config(job)
+    try:
+        schema.validate(OmegaConf.masked_copy(job, [str(k) for k in job if k != "hydra"]))
+    finally:
+        hydra_config.cfg = before
