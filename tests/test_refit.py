@@ -332,6 +332,35 @@ def test_a_head_is_refused_on_a_detector_it_was_not_refitted_on(tmp_path: Path, 
     assert "does not record the detector it was refitted on" in caplog.text
 
 
+def test_a_saved_head_is_the_same_bytes_every_time(tmp_path: Path):
+    """safetensors orders its header's metadata by hash map (it changes from save to save); a run's
+    files are written with the header's keys sorted, so the same head is the same file."""
+    import json
+
+    from safetensors.torch import save
+
+    from dear_exp.detectors.npr import NPR
+    from dear_exp.refit.head import MaskedLinearHead, head_identity, load_head, save_head
+
+    torch.manual_seed(0)
+    detector = NPR()
+    head = MaskedLinearHead(detector.feature_channels, dtype=torch.float64)
+    identity = head_identity(detector)
+    tensors = {"weight": head.linear.weight.detach(), "bias": head.linear.bias.detach(), "mask": head.mask}
+    assert len({save(tensors, metadata=identity) for _ in range(20)}) > 1  # safetensors' own bytes vary
+    files = []
+    for i in range(20):
+        save_head(tmp_path / f"head{i}.safetensors", head, identity)
+        files.append((tmp_path / f"head{i}.safetensors").read_bytes())
+    assert len(set(files)) == 1
+    n = int.from_bytes(files[0][:8], "little")
+    header = json.loads(files[0][8 : 8 + n])
+    assert list(header) == sorted(header) and list(header["__metadata__"]) == sorted(identity)
+    assert n % 8 == 0
+    back = load_head(detector, tmp_path / "head0.safetensors")
+    assert torch.equal(back.linear.weight, head.linear.weight) and torch.equal(back.mask, head.mask)
+
+
 def test_rows_too_large_to_keep_are_streamed_to_the_same_design_and_optimum():
     from dear_exp.refit import newton
 

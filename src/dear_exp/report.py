@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import math
 from dataclasses import asdict
@@ -33,9 +34,21 @@ COLOURS = {"base": "#4C72B0", "refit": "#55A868", "random": "#8C8C8C", "dear": "
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """A run's safetensors file (heads, dissection), the same bytes for the same tensors and metadata."""
     from safetensors.torch import save
 
-    write_atomic(path, save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata))
+    raw = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+    write_atomic(path, canonical_safetensors(raw))
+
+
+def canonical_safetensors(raw: bytes) -> bytes:
+    """safetensors writes its JSON header's metadata in hash-map order, which changes from one save to
+    the next (12 orders in 20 saves of a head): the header is written again with its keys sorted and
+    padded to 8 bytes as safetensors pads it. The data and its offsets are unchanged."""
+    n = int.from_bytes(raw[:8], "little")
+    header = json.dumps(json.loads(raw[8 : 8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return len(header).to_bytes(8, "little") + header + raw[8 + n :]
 
 
 def save_dissection(out_dir: Path, scores: torch.Tensor | None, mask: torch.Tensor) -> None:
