@@ -123,15 +123,20 @@ def test_derived_configs_equal_hydras_own(case: str, tmp_path: Path, monkeypatch
 
 
 def _resolved(cfg, out: Path) -> str:
-    """The task's config resolved as a job sees it (Hydra's node set, then left out)."""
+    """The task's config resolved as a job sees it (Hydra's node set, then left out; the process's
+    Hydra config restored after)."""
     with open_dict(cfg):  # what the launcher and run_job set
         cfg.hydra.runtime.output_dir = str(out)
         cfg.hydra.job.num, cfg.hydra.job.id = 0, "0"
+    before = HydraConfig.instance().cfg
     HydraConfig.instance().set_config(cfg)
-    task = copy.deepcopy(cfg)
-    with open_dict(task):
-        del task["hydra"]
-    return OmegaConf.to_yaml(task, resolve=True)
+    try:
+        task = copy.deepcopy(cfg)
+        with open_dict(task):
+            del task["hydra"]
+        return OmegaConf.to_yaml(task, resolve=True)
+    finally:
+        HydraConfig.instance().cfg = before
 
 
 def test_an_override_hydra_refuses_is_refused_by_hydra(tmp_path: Path):
