@@ -241,7 +241,6 @@ def _is_rank_zero() -> bool:
 def run_task(cfg: DictConfig) -> dict[str, Any]:
     from dear_exp import schema
     from dear_exp.build import finish_wandb
-    from dear_exp.memory import freeze_imports
     from dear_exp.tasks import (
         cache,
         census,
@@ -255,7 +254,6 @@ def run_task(cfg: DictConfig) -> dict[str, Any]:
         train_base,
     )
 
-    freeze_imports()
     tasks = {
         "dear": dear.run,
         "evaluate": evaluate.run,

@@ -30,7 +30,6 @@ jemalloc or tcmalloc the user preloads is detected and left alone. Where glibc i
 from __future__ import annotations
 
 import ctypes
-import gc
 import logging
 import os
 import sys
@@ -175,19 +174,3 @@ def return_free() -> bool:
 def returns() -> int:
     """How many times memory was returned since `configure`."""
     return _state.returns
-
-
-def freeze_imports() -> None:
-    """Once per process, with every task module imported: what the imports made (torch, Lightning,
-    Hydra: most of Python's heap) is left out of the garbage collector's full collections, which then
-    walk what the jobs make (a full collection cost a job of the demo's sweep 0.3 s). Collected first,
-    so that no garbage is frozen with it (a notebook, or a test process, holds some by then: frozen,
-    it would never be freed)."""
-    global _frozen
-    if not _frozen:
-        gc.collect()
-        gc.freeze()
-        _frozen = True
-
-
-_frozen = False
