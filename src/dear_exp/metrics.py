@@ -21,7 +21,6 @@ threshold (`PEERS`).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections import OrderedDict
@@ -430,12 +429,10 @@ def _subset_metrics(
     """One subset's row under one policy: its threshold, counts, metrics (and bootstrap intervals).
     A pure function of the logits' values and the settings, so it is kept by content (`_MEASURED`): a
     sweep's jobs score the same base and refit logits, job after job."""
+    from dear_exp.cache import tensors_fingerprint  # here: schema.validate imports this module, not Lightning
+
     key = (
-        hashlib.sha256(_bytes(real) + _bytes(fake)).hexdigest(),
-        len(real),
-        len(fake),
-        str(real.dtype),
-        str(fake.dtype),
+        tensors_fingerprint([real, fake]),  # their dtypes, shapes and bytes
         policy,
         calibrated,
         protocol,
@@ -474,10 +471,6 @@ def _subset_metrics(
     if len(_MEASURED) > 4096:
         _MEASURED.popitem(last=False)
     return dict(row)
-
-
-def _bytes(t: torch.Tensor) -> bytes:
-    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()  # any dtype, bf16 too
 
 
 # subset rows by the content of their logits and settings, the most recently used last (at most 4096)

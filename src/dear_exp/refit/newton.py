@@ -208,10 +208,11 @@ def newton_solve(
             hess, fresh = _data_hessian(design, theta), True
             factor = _factor(hess, l2, theta)
             continue
-        while not _descends(loss, new_loss, slope, t, grad, new_grad) and t >= 1e-10:
+        while not descends and t >= 1e-10:
             t *= 0.5
             candidate = theta - t * step
             new_loss, new_grad = _objective(design, candidate, l2)
+            descends = _descends(loss, new_loss, slope, t, grad, new_grad)
         theta, loss, grad = candidate, new_loss, new_grad
         iterations += 1
         fresh = False
