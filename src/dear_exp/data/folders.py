@@ -32,11 +32,6 @@ def visible(path: Path, folder: Path) -> bool:
     return not any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(folder).parts)
 
 
-def image_files(folder: Path) -> list[Path]:
-    """Every visible image file below folder, sorted (`image_entries`)."""
-    return [p for _, p in image_entries(folder)]
-
-
 def image_entries(folder: Path) -> tuple[tuple[str, Path], ...]:
     """The one image listing, as (path relative to folder in POSIX form, path) pairs: every visible
     image file below folder (`visible`; symlinked folders are not entered, symlinked files count),
@@ -97,7 +92,7 @@ def list_entries(folder: Path, hint: str) -> tuple[tuple[str, Path], ...]:
 
 
 def list_images(folder: Path, hint: str, exclude_suffixes: tuple[str, ...] = ()) -> list[Path]:
-    """Every image below an existing folder (`image_files`), refusing an empty one."""
+    """Every image below an existing folder (`image_entries`), refusing an empty one."""
     files = [p for _, p in list_entries(folder, hint)]
     files = [p for p in files if not p.stem.endswith(exclude_suffixes)] if exclude_suffixes else files
     if not files:
