@@ -74,7 +74,8 @@ def test_allocator_study_composes(compose_cfg, tmp_path):
 @pytest.mark.slow
 def test_the_job_cost_study_times_each_stage_of_a_sweep(tiny_demo, tmp_path):
     """experiments/throughput/job_costs.py on a 2 x 2 sweep of the tiny demo: a row per stage, the
-    stages inside a job no longer than the job."""
+    stages inside a job no longer than the job, one job call per job, a Newton step's evaluations
+    at least its Hessians."""
     import os
     import shutil
     import subprocess
@@ -93,11 +94,9 @@ def test_the_job_cost_study_times_each_stage_of_a_sweep(tiny_demo, tmp_path):
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "4 jobs; each stage's mean over the 3 after the first:" in proc.stdout
-    rows = {
-        line.split("|")[1].replace("·", "").strip(): float(line.split("|")[2])
-        for line in proc.stdout.splitlines()
-        if line.startswith("| ") and not line.startswith("| stage")
-    }
+    table = [line.split("|") for line in proc.stdout.splitlines() if line.startswith("| ") and not line.startswith("| stage")]
+    rows = {cells[1].replace("·", "").strip(): float(cells[2]) for cells in table}
+    calls = {cells[1].replace("·", "").strip(): float(cells[3]) for cells in table}
     job, task, dear = (
         rows["Hydra's job (config files, logging, the task)"],
         rows["the task: run_task"],
@@ -108,3 +107,7 @@ def test_the_job_cost_study_times_each_stage_of_a_sweep(tiny_demo, tmp_path):
         0 < rows["evaluation from cached rows"] <= dear and 0 < rows["head fits (cache hits or Newton solves)"] <= dear
     )
     assert rows["Newton solves"] > 0  # the tiny demo's later jobs solve their DEAR heads
+    assert calls["Hydra's job (config files, logging, the task)"] == calls["task=dear"] == 1.0
+    hessians, evaluations = calls["Hessians (formed, float32)"], calls["loss and gradient evaluations (float64)"]
+    assert 0 < hessians <= evaluations  # every Newton solve evaluates at its start and after each step
+    assert rows["Hessians (formed, float32)"] <= rows["Newton solves"]

@@ -40,6 +40,8 @@ STAGES = [
     ("      cached rows (keys, reads)", "dear_exp.features", "FeatureStore.rows"),
     ("      head fits (cache hits or Newton solves)", "dear_exp.refit", "refit_heads"),
     ("        Newton solves", "dear_exp.refit.newton", "newton_fit"),
+    ("          Hessians (formed, float32)", "dear_exp.refit.newton", "_data_hessian"),
+    ("          loss and gradient evaluations (float64)", "dear_exp.refit.newton", "_objective"),
     ("      calibration thresholds", "dear_exp.evaluate", "calibration_thresholds"),
     ("      evaluation from cached rows", "dear_exp.evaluate", "evaluate"),
     ("        metrics", "dear_exp.metrics", "evaluate_predictions"),
@@ -47,6 +49,9 @@ STAGES = [
     ("      results.csv, results.md, the console's tables", "dear_exp.report", "write_report"),
     ("      refit.csv, heads, RAD files", "dear_exp.report", "save_refit"),
 ]
+
+
+CALLS = "calls: "  # a job row's key for a stage's number of calls (the stage's label after it)
 
 
 def install(jobs: list[dict[str, float]]) -> None:
@@ -82,18 +87,19 @@ def _timer(jobs: list[dict[str, float]], label: str, fn: Any, starts_job: bool) 
         finally:
             if jobs:
                 jobs[-1][label] += time.perf_counter() - start
+                jobs[-1][CALLS + label] += 1
 
     return wrapper
 
 
 def table(jobs: list[dict[str, float]]) -> str:
     later = jobs[1:]
-    lines = ["| stage | ms per job after the first |", "|---|---|"]
+    lines = ["| stage | ms per job after the first | calls per job |", "|---|---|---|"]
     for label, _, _ in STAGES:
-        ms = 1000 * sum(j.get(label, 0.0) for j in later) / max(len(later), 1)
+        ms, calls = (sum(j.get(key, 0.0) for j in later) / max(len(later), 1) for key in (label, CALLS + label))
         name = label.strip()
         depth = (len(label) - len(label.lstrip())) // 2
-        lines.append(f"| {'· ' * depth}{name} | {ms:.1f} |")
+        lines.append(f"| {'· ' * depth}{name} | {1000 * ms:.1f} | {calls:.1f} |")
     return "\n".join(lines)
 
 
