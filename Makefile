@@ -45,14 +45,14 @@ bench: $(STAMP)  ## speed, CPU time and memory, measured end to end (experiments
 bench-gpu: $(STAMP)  ## the GPU checks: bf16 vs fp32, images/s per detector, sweep ratio, fp16 inpainting
 	$(PY) -m dear_exp.bench_gpu $(ARGS)
 
-lint: $(LINT_STAMP)  ## ruff (lint + format check) on src and tests, mypy on the stage modules
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+lint: $(LINT_STAMP)  ## ruff (lint + format check) on src, tests and experiments, mypy on the stage modules
+	$(VENV)/bin/ruff check src tests experiments
+	$(VENV)/bin/ruff format --check src tests experiments
 	$(VENV)/bin/mypy
 
 format: $(LINT_STAMP)  ## apply ruff's fixes and formatting
-	$(VENV)/bin/ruff check --fix src tests
-	$(VENV)/bin/ruff format src tests
+	$(VENV)/bin/ruff check --fix src tests experiments
+	$(VENV)/bin/ruff format src tests experiments
 
 hooks: $(HOOKS_STAMP)  ## install the pre-commit hooks (ruff check + format, mypy; local, from .venv)
 	$(VENV)/bin/pre-commit install

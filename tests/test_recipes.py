@@ -94,7 +94,9 @@ def test_the_job_cost_study_times_each_stage_of_a_sweep(tiny_demo, tmp_path):
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "4 jobs; each stage's mean over the 3 after the first:" in proc.stdout
-    table = [line.split("|") for line in proc.stdout.splitlines() if line.startswith("| ") and not line.startswith("| stage")]
+    table = [
+        line.split("|") for line in proc.stdout.splitlines() if line.startswith("| ") and not line.startswith("| stage")
+    ]
     rows = {cells[1].replace("·", "").strip(): float(cells[2]) for cells in table}
     calls = {cells[1].replace("·", "").strip(): float(cells[3]) for cells in table}
     job, task, dear = (

@@ -37,7 +37,7 @@ def main(sweeps: list[Path]) -> None:
             models = {r["model"] for r in jobs[0]}
             main_model = "dear" if "dear" in models else "random" if mode == "random" else "refit"
 
-            def get(model: str, post: str, policy: str, metric: str) -> str:
+            def get(model: str, post: str, policy: str, metric: str, jobs: list = jobs) -> str:
                 return ms(
                     [
                         float(r[metric])

@@ -67,7 +67,7 @@ def main(study: Path) -> None:
         for s in settings:
             for model in ("base", "refit", "random", "dear"):
 
-                def pick(policy: str, metric: str) -> str:
+                def pick(policy: str, metric: str, model: str = model, s: str = s) -> str:
                     sel = [
                         r for r in rows if (r["model"], r["postprocess"], r["threshold_policy"]) == (model, s, policy)
                     ]
