@@ -113,3 +113,21 @@ def test_the_job_cost_study_times_each_stage_of_a_sweep(tiny_demo, tmp_path):
     hessians, evaluations = calls["Hessians (formed, float32)"], calls["loss and gradient evaluations (float64)"]
     assert 0 < hessians <= evaluations  # every Newton solve evaluates at its start and after each step
     assert rows["Hessians (formed, float32)"] <= rows["Newton solves"]
+
+
+def test_the_readme_config_group_table_lists_every_option():
+    """README's "Config groups" table names each group's options as conf/ holds them, no more, no less
+    (a new task or detector cannot go unlisted)."""
+    table = (ROOT / "README.md").read_text().split("## Config groups\n", 1)[1].split("\n## ", 1)[0]
+    listed = {}
+    for line in table.splitlines():
+        cells = line.split("|")
+        if len(cells) > 3 and cells[1].strip().startswith("`"):
+            options = set(re.findall(r"`([^`]+)`", cells[2]))
+            for group in re.findall(r"`([^`]+)`", cells[1]):
+                listed[group] = options
+    conf = ROOT / "src/dear_exp/conf"
+    groups = {d.name: {f.stem for f in d.glob("*.yaml")} for d in conf.iterdir() if d.is_dir()}
+    assert set(listed) == set(groups)
+    for group, options in groups.items():
+        assert listed[group] == options, group

@@ -7,15 +7,19 @@ import importlib.resources
 import logging
 import os
 import shutil
+import signal
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dear_exp.errors import DearError, one_line
+from dear_exp.errors import DearError, Terminated, one_line
 
 # the configs ship inside the package (conf/ at the top of a checkout links here), so an installed
 # dear-exp finds them from any directory
@@ -362,6 +366,38 @@ def composition_message(exc: BaseException) -> str:
     return text
 
 
+STOPPED = {
+    Terminated: (143, "stopped by SIGTERM"),  # 128 + the signal's number, as a shell reports a killed process
+    KeyboardInterrupt: (130, "interrupted (Ctrl-C)"),
+}
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """While the CLI runs, SIGTERM raises Terminated in its process. Lightning's trainers install their
+    own handler, which only notes the signal (their fit loop then exits with code 0, their predict loop
+    never looks) and calls the one it found installed: this one, so a run stops inside Lightning as
+    outside it. A forked child (a DataLoader worker) dies of the signal as before; the handler found
+    is put back at the end (the entry point also runs inside tests and notebooks)."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set one
+        yield
+        return
+    main_pid = os.getpid()
+
+    def handler(signum: int, frame: Any) -> None:
+        if os.getpid() != main_pid:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="main")
 def main(cfg: DictConfig) -> None:
     from dear_exp.memory import set_huge_pages
@@ -370,6 +406,9 @@ def main(cfg: DictConfig) -> None:
     quiet_libraries()
     try:
         run_task(cfg)
+    except (Terminated, KeyboardInterrupt) as exc:  # into the run's log too; entry() prints the line
+        log.error("%s", STOPPED[type(exc)][1])
+        raise
     except Exception as exc:
         message = user_message(exc, cfg)
         if message is None:  # printed here, whole, so that nothing above can mistake it for an input error
@@ -387,6 +426,11 @@ def main(cfg: DictConfig) -> None:
 
 
 def entry() -> None:
+    with sigterm_raises():
+        _entry()
+
+
+def _entry() -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
     # deterministic=true on CUDA needs a fixed cuBLAS workspace, or torch refuses the first matmul
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -399,6 +443,14 @@ def entry() -> None:
 
     try:
         main()
+    except (Terminated, KeyboardInterrupt) as exc:
+        code, what = STOPPED[type(exc)]
+        print(
+            f"error: {what}: the unfinished run's outputs were removed (finished sweep jobs and feature-cache "
+            "entries are kept); run the same command again to redo it",
+            file=sys.stderr,
+        )
+        sys.exit(code)
     except DearError as exc:  # a sweep's values, checked before its first job (hydra_plugins/dear_exp_sweeper)
         print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(2)

@@ -7,6 +7,12 @@ class DearError(Exception):
     """An input or configuration problem the user can fix; printed as one line, exit code 2."""
 
 
+class Terminated(BaseException):
+    """SIGTERM (kill, timeout, a cluster's pre-emption) in the CLI's process, raised like Ctrl-C's
+    KeyboardInterrupt so that the run stops where it is, removes its unfinished outputs and exits 143.
+    A BaseException: no `except Exception` may take it for a failure of the work and carry on."""
+
+
 def one_line(exc: BaseException) -> str:
     """The user-facing line of an error, also when a DataLoader worker re-raised it.
 
