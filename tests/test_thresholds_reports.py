@@ -87,6 +87,23 @@ def test_report_and_plots_render_from_a_fixed_results_csv(tmp_path: Path):
     assert "### clean, threshold logit0" in md and "oracle: chosen on the test subset itself" in md
 
 
+def test_severity_plot_draws_the_policy_the_console_leads_with():
+    """Calibrated where the run has it (the console's lead), else logit 0; mean rows only."""
+    from dear_exp.report import severity_rows
+
+    both = _rows(
+        groups={"generators": ["a", "b"]},
+        policies=("logit0", "calibrated", "oracle"),
+        calibrated={"base": 0.65, "dear": 1.65},
+    )
+    policy, means = severity_rows(both)
+    assert policy == "calibrated" and means
+    assert {r["threshold_policy"] for r in means} == {"calibrated"}
+    assert all(str(r["subset"]).startswith("mean") for r in means)
+    policy, means = severity_rows(_rows(groups={"generators": ["a", "b"]}, policies=("logit0", "oracle")))
+    assert policy == "logit0" and {r["threshold_policy"] for r in means} == {"logit0"}
+
+
 def test_compare_marks_the_best_per_comparable_group():
     a = [
         {

@@ -420,14 +420,23 @@ def plot_racc_facc(path: Path, rows: list[dict[str, Any]], title: str) -> None:
     figure(path, fig, rect=(0, 0.07 + 0.04 * (len(handles) // 8), 1, 1))
 
 
+def severity_rows(rows: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """What `severity.png` draws: the mean rows of the lead policy (`lead_policy`), and that policy."""
+    policy = lead_policy(rows)
+    return policy, [
+        r for r in rows if r.get("threshold_policy", "logit0") == policy and str(r["subset"]).startswith("mean")
+    ]
+
+
 def plot_severity(path: Path, rows: list[dict[str, Any]], title: str) -> None:
-    """Mean AUC, R.Acc and F.Acc per model across the post-processing settings, in config order."""
+    """Mean AUC, R.Acc and F.Acc per model across the post-processing settings, in config order; R.Acc
+    and F.Acc at the policy the console leads with (`lead_policy`), named in the panels' titles."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    means = [r for r in rows if r.get("threshold_policy", "logit0") == "logit0" and str(r["subset"]).startswith("mean")]
+    policy, means = severity_rows(rows)
     groups = list(dict.fromkeys(r["subset"] for r in means))
     settings = list(dict.fromkeys(r["postprocess"] for r in means))
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), dpi=120, sharey=True)
@@ -444,7 +453,7 @@ def plot_severity(path: Path, rows: list[dict[str, Any]], title: str) -> None:
                     color=COLOURS.get(model) if len(groups) == 1 else None,
                 )
         ax.set_xticks(range(len(settings)), settings, rotation=45, ha="right", fontsize=7)
-        ax.set_title(metric)
+        ax.set_title(metric if metric == "AUC" else f"{metric}, {_policy_name(policy)}", fontsize=9)
         ax.set_ylim(-2, 102)
     axes[0].set_ylabel("%")
     axes[0].legend(fontsize=7)

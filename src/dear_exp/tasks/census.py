@@ -196,8 +196,8 @@ def take_census(
             others = ", ".join(k for k in other["formats"] if k not in JPEG_FORMATS) or "other formats"
             warnings.append(
                 f"subset {subset}: format bias: {jpeg_side} are {_pct(max(pr, pf))} JPEG, "
-                f"{other_side} {_pct(min(pr, pf))} ({others}); the file format alone separates them "
-                f"(benchmarks.md lesson 4): compare under post-processing (postprocess=robust)"
+                f"{other_side} {_pct(min(pr, pf))} ({others}); a detector can separate them by "
+                f"the file format alone (JPEG's 8x8 blocks): compare under post-processing (postprocess=robust)"
             )
     dups = duplicates(index) if find_duplicates else []
     if dups:
