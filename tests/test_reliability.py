@@ -142,10 +142,23 @@ CASES = [
     Case("unknown-postprocess", ["postprocess=jpg"], "available options in 'postprocess': aigcdb"),
     Case("unknown-benchmark", ["benchmark=imagenet"], "available options in 'benchmark': aigcdetect"),
     Case("unknown-head", ["head=sgd"], "available options in 'head': default, reference"),
-    Case("misspelt-key", ["head.lrr=1"], "Could not override 'head.lrr'. To append to your config use +head.lrr=1"),
-    Case("misspelt-group-key", ["prune.alpha=0.2"], "Could not override 'prune.alpha'"),
+    Case(
+        "misspelt-key",
+        ["head.lrr=1"],
+        "head.lrr is not a setting of head: did you mean head.lr? (its settings: solver,",
+    ),
+    Case(
+        "misspelt-group-key",
+        ["prune.alpha=0.2"],
+        "prune.alpha is not a setting of prune: did you mean prune.alpha_low?",
+    ),
+    Case("unlike-any-key", ["prune.xyz=0.2"], "prune.xyz is not a setting of prune (its settings: mode, alpha_low,"),
     Case("bad-grammar", ["head.l2=[1"], "cannot parse the override head.l2=[1"),
-    Case("misspelt-top-key", ["seeds=1"], "Could not override 'seeds'"),
+    Case(
+        "misspelt-top-key",
+        ["seeds=1"],
+        "seeds is not a top-level setting: did you mean seed? (python -m dear_exp --cfg",
+    ),
     # --- the schema: counts, sizes, rates, seeds, probabilities, ranges, enums, typed settings
     Case(
         "batch-negative",

@@ -354,6 +354,9 @@ def composition_message(exc: BaseException) -> str:
     for line in lines:
         (options if options or line.startswith("Available options") else head).append(line)
     text = " ".join(head).removeprefix("In 'main': ")
+    unknown = _unknown_key(exc, text)
+    if unknown is not None:
+        return unknown
     override = getattr(exc, "override", None)
     if type(exc).__name__ == "OverrideParseException":
         bad = override or next((a for a in sys.argv[1:] if "[" in a or "(" in a or "{" in a), None)
@@ -364,6 +367,27 @@ def composition_message(exc: BaseException) -> str:
     if cause is not None and str(cause).strip():
         text += f" ({one_line(cause).split(' full_key:')[0]})"
     return text
+
+
+def _unknown_key(exc: BaseException, text: str) -> str | None:
+    """Hydra's "Could not override 'prune.alpah_low'" as what it means: the key's group has no such
+    setting; its settings and the nearest to the typed key named (Hydra suggests `+key=`, which adds
+    the misspelt key as a new one)."""
+    import difflib
+
+    cause = exc.__cause__
+    parent = getattr(cause, "parent_node", None)
+    if not text.startswith("Could not override") or not isinstance(parent, DictConfig):
+        return None
+    key, full = str(getattr(cause, "key", "")), str(getattr(cause, "full_key", ""))
+    where = full.rpartition(".")[0]
+    known = [str(k) for k in parent.keys() if not str(k).startswith("_")]
+    close = difflib.get_close_matches(key, known, n=1)
+    line = f"{full} is not a setting of {where}" if where else f"{full} is not a top-level setting"
+    if close:
+        line += f": did you mean {where + '.' if where else ''}{close[0]}?"
+    listed = f"its settings: {', '.join(known)}" if where else "python -m dear_exp --cfg job lists them all"
+    return f"{line} ({listed}; to add a new key on purpose: +{full}=...)"
 
 
 STOPPED = {
