@@ -216,7 +216,7 @@ CASES = [
     Case("missing-input", ["task=predict"], "task.input must be set"),
     Case("missing-runs", ["task=compare"], "task.runs must be set"),
     # --- paths: missing, a file where a folder belongs, a destination that could not be written at the end
-    Case("predict-nowhere", ["task=predict", "task.input=nowhere"], "data folder not found: nowhere"),
+    Case("predict-nowhere", ["task=predict", "task.input=nowhere"], "task.input=nowhere does not exist; give an image"),
     Case("predict-not-image", ["task=predict", "task.input=afile"], "afile is not an image", setup=_file("afile")),
     Case("predict-empty", ["task=predict", "task.input=empty"], "no images in", setup=_folder("empty")),
     Case(
@@ -245,7 +245,7 @@ CASES = [
         "the export would read its own outputs",
     ),
     Case("export-src-nowhere", ["task=export", "task.src=nowhere", "task.dst=out"], "export source not found"),
-    Case("census-nowhere", ["task=census", "benchmark.root=nowhere"], "data folder not found: nowhere"),
+    Case("census-nowhere", ["task=census", "benchmark.root=nowhere"], "a benchmark.root you set must be an existing"),
     Case("compare-nowhere", ["task=compare", "task.runs=nowhere"], "no results.csv in nowhere"),
     Case("inpaint-nowhere", ["task=make_inpaint", "inpaint.real_dir=nowhere"], "not found; set inpaint.real_dir"),
     Case("train-data-nowhere", ["+debug=fdr", "train_data.root=nowhere"], "nowhere"),

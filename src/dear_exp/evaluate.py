@@ -189,6 +189,8 @@ def score_images(
 
 def input_samples(path: Path) -> tuple[Path, list[Sample]]:
     """The images to score, keyed by their path relative to the input folder, sorted."""
+    if not path.exists():
+        raise DearError(f"task.input={path} does not exist; give an image or a folder of images")
     if path.is_file():
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
             raise DearError(f"{path} is not an image ({', '.join(sorted(IMAGE_EXTENSIONS))})")
