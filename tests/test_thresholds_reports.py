@@ -165,7 +165,7 @@ def test_compare_and_predict_through_the_cli(tiny_demo: Path, tmp_path: Path):
     assert all(p["verdict"] == ("fake" if float(p["logit"]) > 0 else "real") for p in preds)
     assert "scored 8 image(s)" in proc.stdout
     proc = run_cli("+debug=default", "task=predict", f"task.input={root}/nope.png", cwd=root)
-    assert proc.returncode == 2 and "data folder not found" in proc.stderr.splitlines()[-1]
+    assert proc.returncode == 2 and "nope.png does not exist; give an image" in proc.stderr.splitlines()[-1]
 
 
 def test_best_threshold_matches_a_brute_force_search():
@@ -301,3 +301,17 @@ def test_compare_draws_alpha_heatmaps_of_a_sweep(compose_cfg, tmp_path: Path):
     cfg = compose_cfg("task=compare", f"task.runs=[{single}/*]")
     compare(cfg)
     assert not (Path(cfg.paths.output_dir) / "heatmaps.csv").exists()  # one cell: no sweep to draw
+
+
+def test_the_console_glossary_names_only_the_policies_its_table_holds(capsys):
+    """task=evaluate has no logit-0 rows beside the calibrated ones: its summary table's title does
+    not explain logit0."""
+    from dear_exp.report import print_table
+
+    kw = {"groups": {"generators": ["a", "b"]}, "calibrated": {"base": 0.65, "dear": 1.65}}
+    print_table(_rows(policies=("calibrated", "oracle"), **kw))
+    out = " ".join(capsys.readouterr().out.split())
+    assert "oracle = chosen on the test set" in out and "logit0 = the reference's rule" not in out
+    print_table(_rows(policies=("logit0", "calibrated", "oracle"), **kw))
+    out = " ".join(capsys.readouterr().out.split())
+    assert "logit0 = the reference's rule" in out and "oracle = chosen on the test set" in out

@@ -314,10 +314,12 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             console.print(missing)
     others = [p for p in policies(rows) if p != lead]
     if others:
-        table = Table(
-            title="means under the other threshold policies (logit0 = the reference's rule; "
-            "oracle = chosen on the test set: an upper bound)"
-        )
+        meaning = {
+            "logit0": "logit0 = the reference's rule",
+            "oracle": "oracle = chosen on the test set: an upper bound",
+        }
+        glossary = "; ".join(meaning[p] for p in others if p in meaning)
+        table = Table(title="means under the other threshold policies" + (f" ({glossary})" if glossary else ""))
         for name in ("model", "policy", "post-processing", "subset", *METRICS):
             table.add_column(
                 name, justify="left" if name in ("model", "policy", "post-processing", "subset") else "right"
