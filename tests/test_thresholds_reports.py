@@ -212,6 +212,10 @@ def test_compare_over_seeds_gives_mean_and_sd_per_configuration(compose_cfg, tmp
     md = (Path(cfg.paths.output_dir) / "compare.md").read_text()
     assert "alpha_low=0.2 (seeds 0,1,2)" in md and "**82.0 ± 2.0**" in md
     assert "alpha_low=0.1 (seeds 0,1)" in md and "70.5 ± 0.7" in md
+    one = compose_cfg("task=compare", f"task.runs=[{tmp_path}/runs/0.2_*]", "task.over_seeds=true")
+    compare(one)  # one configuration: named by its seeds alone, not by its first run's folder
+    md = (Path(one.paths.output_dir) / "compare.md").read_text()
+    assert "| seeds 0,1,2 |" in md and "0.2_0" not in md
     write_csv(tmp_path / "runs" / "again" / "results.csv", rows, {**identity, "alpha_low": "0.1", "seed": 1})
     with pytest.raises(DearError, match="share a configuration and a seed"):
         compare(cfg)

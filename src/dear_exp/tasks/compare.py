@@ -39,12 +39,15 @@ IDENTITY = (
 BASE = ("detector", "layer", "benchmark", "threads")
 
 
-def labels(firsts: list[dict[str, str]], folders: list[Path], keys: tuple[str, ...]) -> list[str]:
+def labels(
+    firsts: list[dict[str, str]], folders: list[Path], keys: tuple[str, ...], by_folder: bool = True
+) -> list[str]:
     """A unique label per run: the identity `keys` whose values differ between the runs, as key=value
-    (the run folder's name where nothing differs, or to tell apart runs that share every value)."""
+    (the run folder's name where nothing differs, or to tell apart runs that share every value;
+    `by_folder=False`: empty where nothing differs, for a label that names its runs otherwise)."""
     varied = [k for k in keys if len({row.get(k, "") for row in firsts}) > 1]
     out = [
-        " ".join(f"{k}={row.get(k, '')}" for k in varied if row.get(k, "")) or folder.name
+        " ".join(f"{k}={row.get(k, '')}" for k in varied if row.get(k, "")) or (folder.name if by_folder else "")
         for row, folder in zip(firsts, folders)
     ]
     counts = {label: out.count(label) for label in out}
@@ -72,7 +75,8 @@ def over_seeds(tables: list[tuple[Path, list[dict[str, str]]]]) -> list[tuple[st
     for folder, rows in tables:
         groups.setdefault(tuple(rows[0].get(c, "") for c in IDENTITY), []).append((folder, rows))
     out = []
-    names = labels([runs[0][1][0] for runs in groups.values()], [runs[0][0] for runs in groups.values()], IDENTITY)
+    firsts, folders = [runs[0][1][0] for runs in groups.values()], [runs[0][0] for runs in groups.values()]
+    names = labels(firsts, folders, IDENTITY, by_folder=False)  # one configuration: its seeds name it
     for name, runs in zip(names, groups.values()):
         seeds = [rows[0].get("seed", "") for _, rows in runs]
         if len(set(seeds)) < len(seeds):
@@ -99,7 +103,8 @@ def over_seeds(tables: list[tuple[Path, list[dict[str, str]]]]) -> list[tuple[st
                 row[k] = statistics.fmean(v)
                 row[f"{k}_sd"] = statistics.stdev(v) if len(v) > 1 else 0.0
             merged.append(row)
-        out.append((f"{name} (seeds {','.join(sorted(seeds, key=_seed_order))})", merged))
+        listed = f"seeds {','.join(sorted(seeds, key=_seed_order))}"
+        out.append((f"{name} ({listed})" if name else listed, merged))
     idents = [tuple(runs[0][1][0].get(k, "") for k in BASE) for runs in groups.values()]
     return base_once(out, idents)
 
