@@ -99,3 +99,20 @@ def test_the_readme_manifest_command_scores_a_folder(tiny_demo: Path, tmp_path: 
     results = next((tmp_path / "logs").rglob("results.csv"))
     rows = read_csv(results)
     assert {r["subset"] for r in rows} >= {"gen_a"} and {r["model"] for r in rows} == {"base"}
+
+
+def test_the_api_drops_lightnings_tips_and_keeps_its_other_lines():
+    """A notebook gets Lightning's lines without its advertisements (the CLI's filter), its logging
+    otherwise untouched."""
+    import logging
+
+    import dear_exp.api  # noqa: F401
+
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+
+    def shown(message: str) -> bool:
+        return bool(rank_zero.filter(logging.LogRecord(rank_zero.name, logging.INFO, __file__, 1, message, None, None)))
+
+    assert not shown("💡 Tip: For seamless cloud logging and experiment tracking, try installing litlogger")
+    assert shown("GPU available: False, used: False")
+    assert sum(type(f).__name__ == "_DropTips" for f in rank_zero.filters) == 1

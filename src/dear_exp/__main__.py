@@ -131,17 +131,25 @@ class _DropTips(logging.Filter):
 
 def quiet_libraries() -> None:
     """Lightning's own console handler would print every line twice beside Hydra's; its tips and
-    warnings about things this project does on purpose (frozen eval-mode detector, size buckets)
-    are noise."""
-    import warnings
-
+    warnings about things this project does on purpose are noise (`quiet_notes`)."""
     import lightning  # noqa: F401  (its import adds its own console handlers: removed below, once it has)
 
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True  # through Hydra's handlers only: each line once, in one format
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
+    quiet_notes()
+
+
+def quiet_notes() -> None:
+    """Lightning's tips, and the libraries' warnings about what this project does on purpose (frozen
+    eval-mode detector, size buckets): for the CLI and for `dear_exp.api` in a notebook, whose own
+    logging is left as it is. Each filter once, however often called."""
+    import warnings
+
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropTips) for f in rank_zero.filters):
+        rank_zero.addFilter(_DropTips())
     # each filter names one warning (message, category, the module that emits it); anything else shows.
     # Lightning's PossibleUserWarning is a UserWarning: matching that spares importing Lightning here.
     # the detector is frozen in eval mode on purpose (BatchNorm statistics stay); only the head trains

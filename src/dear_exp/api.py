@@ -23,6 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dear_exp import memory, schema
+from dear_exp.__main__ import quiet_notes
 from dear_exp.cache import FeatureCache
 from dear_exp.data.datamodules import DiagnosticDataModule, TrainDataModule
 from dear_exp.data.images import Preprocess
@@ -36,6 +37,7 @@ from dear_exp.refit import HeadFit, RefitSettings, refit_heads, view_rows
 from dear_exp.refit.head import MaskedLinearHead
 
 log = logging.getLogger(__name__)
+quiet_notes()  # Lightning's tips and the warnings about what dear-exp does on purpose; nothing else
 
 
 def config(*overrides: str, root: str | Path = ".") -> DictConfig:
