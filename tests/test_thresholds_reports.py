@@ -124,6 +124,9 @@ def test_compare_marks_the_best_per_comparable_group():
     auc, gap = head.index("AUC"), head.index("Gap")
     assert (1, auc) in best and (0, auc) not in best and (1, gap) in best
     assert (2, auc) in best  # alone in its (policy, setting, subset) group
+    calibrated = [{**r, "threshold_policy": "calibrated"} for r in a]
+    _, lines, _ = compare_rows([("run a", a + calibrated)])
+    assert [line[2] for line in lines] == ["calibrated", "logit0"]  # the lead policy first, as elsewhere
 
 
 @pytest.mark.xdist_group("cli")

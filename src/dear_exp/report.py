@@ -470,12 +470,14 @@ def compare_rows(
     mean row) with the mean metrics, and the best cells: per metric among the lines that share a
     policy, setting and subset (highest, except Gap: closest to 0). Rows aggregated over seeds carry
     `<metric>_sd`: their cells read `mean ± sd` and the best is chosen on the means, rounded as shown.
-    A missing metric (NaN) reads `n/a` and is never the best."""
+    A missing metric (NaN) reads `n/a` and is never the best. Within a run the lead policy comes first
+    (`policies`), as in every other table."""
     head = ["run", "model", "policy", "post-processing", "subset", *METRICS]
     lines: list[list[str]] = []
     values: list[list[float]] = []
+    rank = {p: i for i, p in enumerate(policies([r for _, rows in tables for r in rows]))}
     for label, rows in tables:
-        for r in rows:
+        for r in sorted(rows, key=lambda r: rank[r.get("threshold_policy", "logit0")]):
             if str(r["subset"]).startswith("mean"):
                 means = [float("nan") if is_missing(r[k]) else round(float(r[k]), 1) for k in METRICS]
                 cells = [
