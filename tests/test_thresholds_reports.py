@@ -1,5 +1,6 @@
 """Threshold policies on a constructed case, bootstrap intervals, group means, plots, compare."""
 
+import math
 import shutil
 from pathlib import Path
 
@@ -322,3 +323,12 @@ def test_the_console_glossary_names_only_the_policies_its_table_holds(capsys):
     print_table(_rows(policies=("logit0", "calibrated", "oracle"), **kw))
     out = " ".join(capsys.readouterr().out.split())
     assert "logit0 = the reference's rule" in out and "oracle = chosen on the test set" in out
+
+
+def test_heatmap_colours_span_at_least_a_point():
+    """Cells that all read 99.8 do not span the colour map; a real spread keeps its own range."""
+    from dear_exp.tasks.compare import colour_range
+
+    assert colour_range([[99.76, 99.84], [99.8, math.nan]]) == pytest.approx((99.3, 100.3))
+    assert colour_range([[80.0, 95.0], [math.nan, 90.0]]) == (80.0, 95.0)
+    assert colour_range([[math.nan]]) == (0.0, 1.0)

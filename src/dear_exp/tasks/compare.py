@@ -201,6 +201,22 @@ def heatmap_cells(
     return cells
 
 
+MIN_SPAN = 1.0  # percentage points: cells that all read 99.8 must not look far apart
+
+
+def colour_range(z: list[list[float]]) -> tuple[float, float]:
+    """The colour scale of one heatmap: its values' range, widened about its middle to at least
+    MIN_SPAN points, so that differences below the printed 0.1 do not span the whole colour map."""
+    values = [v for row in z for v in row if not math.isnan(v)]
+    if not values:
+        return 0.0, 1.0
+    low, high = min(values), max(values)
+    if high - low >= MIN_SPAN:
+        return low, high
+    mid = (low + high) / 2
+    return mid - MIN_SPAN / 2, mid + MIN_SPAN / 2
+
+
 def heatmaps(tables: list[list[dict[str, str]]], out_dir: Path) -> list[str]:
     """For a sweep over alpha_low x alpha_high (at least two values of one): heatmaps.csv (the mean over
     runs of each cell) and one heatmaps_<policy>.png per threshold policy, a row per setting and a
@@ -231,7 +247,8 @@ def heatmaps(tables: list[list[dict[str, str]]], out_dir: Path) -> list[str]:
                 per = cells[(policy, setting, metric)]
                 z = [[statistics.fmean(per[(lo, hi)]) if (lo, hi) in per else math.nan for hi in highs] for lo in lows]
                 ax = axes[i][j]
-                im = ax.imshow(z, origin="lower", cmap="viridis", aspect="auto")
+                vmin, vmax = colour_range(z)
+                im = ax.imshow(z, origin="lower", cmap="viridis", aspect="auto", vmin=vmin, vmax=vmax)
                 for a, row in enumerate(z):
                     for b, v in enumerate(row):
                         if not math.isnan(v):
