@@ -1,5 +1,5 @@
-"""A run stopped by SIGTERM (kill, timeout, a cluster's pre-emption) stops: inside Lightning's loops,
-whose own handler only notes the signal, as outside them. One line, exit code 143, no result files."""
+"""A run stopped by SIGTERM (kill, timeout) or Ctrl-C stops: inside Lightning's loops, whose own handler
+only notes SIGTERM, as outside them. One line, no result files, and the process dies of the signal."""
 
 from __future__ import annotations
 
@@ -12,86 +12,118 @@ from pathlib import Path
 
 import pytest
 
-from dear_exp.__main__ import sigterm_raises
+from dear_exp import __main__ as cli_module
+from dear_exp.__main__ import raise_if_stopped, sigterm_raises
 from dear_exp.errors import Terminated
 from tests.helpers import run_cli
 
-# the real CLI, with a Lightning callback added to every trainer that sends this process SIGTERM at
-# the first batch of one loop (argv[1]: the callback hook), as `kill` would from outside
-STOP_AT = """
+# the real console entry point, `cli()`, with a signal sent to this process as `kill` would from
+# outside: at the first batch of one of Lightning's loops (argv[1]: a callback hook added to every
+# trainer), or (argv[1] = "write_config") once the run has written its config.yaml, outside Lightning;
+# argv[2]: the signal's name
+SEND = """
 import os, signal, sys
 import lightning.pytorch as pl
+import dear_exp.__main__ as m
 
-hook = sys.argv[1]
+where, signum = sys.argv[1], getattr(signal, sys.argv[2])
 
 
-class Stop(pl.Callback):
+def send(*args, **kwargs):
+    os.kill(os.getpid(), signum)
+
+
+class Send(pl.Callback):
     def __init__(self):
-        setattr(self, hook, lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGTERM))
+        setattr(self, where, send)
 
 
 init = pl.Trainer.__init__
-
-
-def with_stop(self, *args, callbacks=None, **kwargs):
-    init(self, *args, callbacks=[*(callbacks or []), Stop()], **kwargs)
-
-
-pl.Trainer.__init__ = with_stop
-sys.argv = ["dear_exp", *sys.argv[2:]]
-from dear_exp.__main__ import entry
-
-entry()
+pl.Trainer.__init__ = lambda self, *a, callbacks=None, **k: init(self, *a, callbacks=[*(callbacks or []), Send()], **k)
+if where == "write_config":
+    write = m.write_config
+    m.write_config = lambda cfg: (write(cfg), send())[0]
+sys.argv = ["dear_exp", *sys.argv[3:]]
+m.cli()
 """
 
 
-def _stopped_at(hook: str, root: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
+def _signalled(where: str, name: str, root: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_", "WANDB_", "PYTEST_", "DEAR_"))}
     env.update({"WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"})
-    cmd = [sys.executable, "-c", STOP_AT, hook, "+debug=fdr", "threads=1", *overrides]
+    cmd = [sys.executable, "-c", SEND, where, name, "+debug=fdr", "threads=1", *overrides]
     return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
 
 
-def _assert_stopped(proc: subprocess.CompletedProcess[str], root: Path) -> None:
-    assert proc.returncode == 143, (proc.returncode, proc.stdout[-2000:], proc.stderr[-3000:])
+def _assert_stopped(proc: subprocess.CompletedProcess[str], root: Path, signum: int, what: str) -> None:
+    assert proc.returncode == -signum, (proc.returncode, proc.stdout[-2000:], proc.stderr[-3000:])
     assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr[-3000:]
-    line = proc.stderr.strip().splitlines()[-1]
-    assert line.startswith("error: stopped by SIGTERM: the unfinished run's outputs were removed"), line
-    assert "stopped by SIGTERM" in proc.stdout  # the run's log says why it ended
-    for name in ("results.csv", "scores.csv", "head.safetensors", ".partial"):
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {what}: the run's unfinished outputs were not published")
+    assert what in proc.stdout  # the run's log says why it ended
+    for name in ("results.csv", "scores.csv", "head.safetensors", "census.csv", ".partial"):
         assert not list((root / "logs").rglob(name)), name
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "hook, task",
+    "where, task",
     [
         ("on_train_batch_start", "dear"),  # the demo detector's training, the run's first stage
         ("on_predict_batch_start", "evaluate"),  # scoring, after the checkpoint exists
+        ("write_config", "census"),  # outside Lightning
     ],
 )
-def test_sigterm_stops_a_run_inside_lightning(tiny_demo: Path, tmp_path: Path, hook: str, task: str):
+def test_sigterm_stops_a_run(tiny_demo: Path, tmp_path: Path, where: str, task: str):
     root = tmp_path / "root"
     shutil.copytree(tiny_demo, root)
     if task == "evaluate":  # train the demo detector first, unstopped
         proc = run_cli("task=train_base", "+debug=fdr", cwd=root)
         assert proc.returncode == 0, proc.stderr[-3000:]
-    proc = _stopped_at(hook, root, f"task={task}")
-    _assert_stopped(proc, root)
-    assert "Received SIGTERM" in proc.stdout + proc.stderr  # Lightning's handler saw it first, then ours
+    proc = _signalled(where, "SIGTERM", root, f"task={task}")
+    _assert_stopped(proc, root, signal.SIGTERM, "stopped by SIGTERM")
+    if where.startswith("on_"):
+        assert "Received SIGTERM" in proc.stdout + proc.stderr  # Lightning's handler saw it first, then ours
     if task == "dear":  # the training stopped before its end: no checkpoint to mistake for a trained one
         assert not list((root / ".cache").rglob("*.pth"))
 
 
-def test_sigterm_raises_only_in_the_main_process_and_the_old_handler_comes_back():
-    before = signal.getsignal(signal.SIGTERM)
-    with sigterm_raises(), pytest.raises(Terminated):
-        os.kill(os.getpid(), signal.SIGTERM)  # Python runs the handler before the next line
-    assert signal.getsignal(signal.SIGTERM) is before
-    with sigterm_raises():
-        pid = os.fork()
-        if pid == 0:  # a forked child (a DataLoader worker): dies of the signal, raises nothing
+@pytest.mark.slow
+def test_ctrl_c_outside_lightning_is_one_line_and_dies_of_sigint(tiny_demo: Path, tmp_path: Path):
+    root = tmp_path / "root"
+    shutil.copytree(tiny_demo, root)
+    proc = _signalled("write_config", "SIGINT", root, "task=census")
+    _assert_stopped(proc, root, signal.SIGINT, "interrupted (Ctrl-C)")
+
+
+def _child_killed_by_sigterm() -> None:
+    pid = os.fork()
+    if pid == 0:  # a forked child: dies of the signal, raises nothing (and never returns into pytest)
+        try:
             os.kill(os.getpid(), signal.SIGTERM)
-            os._exit(3)  # not reached
-        _, status = os.waitpid(pid, 0)
-    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM, status
+
+
+def test_sigterm_raises_once_in_the_main_process_and_the_old_handler_comes_back():
+    before = signal.getsignal(signal.SIGTERM)
+    with sigterm_raises():
+        with pytest.raises(Terminated):
+            os.kill(os.getpid(), signal.SIGTERM)  # Python runs the handler before the next line
+        os.kill(os.getpid(), signal.SIGTERM)  # a second one, during the first one's cleanup: ignored
+        with pytest.raises(Terminated):
+            raise_if_stopped()  # and the run still ends as stopped before it publishes
+        _child_killed_by_sigterm()
+    assert signal.getsignal(signal.SIGTERM) is before
+    raise_if_stopped()  # the next run in this process starts unstopped
+
+
+def test_a_distributed_run_only_notes_sigterm_and_stops_before_publishing(monkeypatch):
+    """Lightning stops every rank together; a rank raising alone would leave the others waiting."""
+    monkeypatch.setattr(cli_module, "_distributed", lambda: True)
+    with sigterm_raises():
+        os.kill(os.getpid(), signal.SIGTERM)  # noted, not raised
+        with pytest.raises(Terminated):
+            raise_if_stopped()

@@ -14,6 +14,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import hydra
@@ -291,7 +292,9 @@ def run_task(cfg: DictConfig) -> dict[str, Any]:
 
     try:
         with staged(Path(cfg.paths.work_dir), Path(cfg.paths.output_dir), owner=_is_rank_zero()):
-            return tasks[cfg.task.name](cfg)
+            result = tasks[cfg.task.name](cfg)
+            raise_if_stopped()
+            return result
     finally:
         finish_wandb()
 
@@ -398,36 +401,78 @@ def _unknown_key(exc: BaseException, text: str) -> str | None:
     return f"{line} ({listed}; to add a new key on purpose: +{full}=...)"
 
 
-STOPPED = {
-    Terminated: (143, "stopped by SIGTERM"),  # 128 + the signal's number, as a shell reports a killed process
-    KeyboardInterrupt: (130, "interrupted (Ctrl-C)"),
-}
+class Stopped(SystemExit):
+    """How the entry point ends a run stopped by a signal: exit code 128 + the signal's number for
+    in-process callers (tests, notebooks, job_costs.py); `cli()` then dies of the signal itself, so that
+    a shell loop stops on Ctrl-C and SLURM's accounting reads a signal, as for any killed process."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+class _Stop:
+    """The first SIGTERM of a run (`sigterm_raises`): later ones only wait for the cleanup it started."""
+
+    signum: int | None = None
+
+
+def _stop_name(exc: BaseException) -> tuple[int, str]:
+    if isinstance(exc, KeyboardInterrupt):
+        return signal.SIGINT, "interrupted (Ctrl-C)"
+    return signal.SIGTERM, "stopped by SIGTERM"
+
+
+def stopped_by_signal(exc: BaseException) -> bool:
+    """Terminated, Ctrl-C, or Lightning's own stop after a SIGTERM (SIGTERMException, a SystemExit whose
+    code is None, which would end the process with 0)."""
+    return isinstance(exc, (Terminated, KeyboardInterrupt)) or type(exc).__name__ == "SIGTERMException"
+
+
+def raise_if_stopped() -> None:
+    """Before a run's outputs are published: a SIGTERM whose Terminated something swallowed (a
+    `__del__`, a GC callback) or that only Lightning noted (a distributed run) still stops the run."""
+    if _Stop.signum is not None:
+        raise Terminated
+
+
+def _distributed() -> bool:
+    dist = sys.modules.get("torch.distributed")
+    return bool(dist and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1)
 
 
 @contextmanager
 def sigterm_raises() -> Iterator[None]:
-    """While the CLI runs, SIGTERM raises Terminated in its process. Lightning's trainers install their
-    own handler, which only notes the signal (their fit loop then exits with code 0, their predict loop
-    never looks) and calls the one it found installed: this one, so a run stops inside Lightning as
-    outside it. A forked child (a DataLoader worker) dies of the signal as before; the handler found
-    is put back at the end (the entry point also runs inside tests and notebooks)."""
+    """While the CLI runs, its process's first SIGTERM raises Terminated where the run is: Lightning's
+    trainers install their own handler, which only notes the signal (their fit loop then exits with code
+    0, their predict loop never looks) and calls the one it found installed, this one. Later SIGTERMs
+    are ignored while the first one's cleanup runs. In a distributed run the signal is only noted
+    (Lightning stops every rank together at a step's end; a rank raising alone would leave the others
+    waiting in a collective), and `raise_if_stopped` stops the run before it publishes. A forked child
+    (a fork pool's worker) dies of the signal as before. The handler found is put back at the end."""
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set one
         yield
         return
     main_pid = os.getpid()
 
-    def handler(signum: int, frame: Any) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
         if os.getpid() != main_pid:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
             return
-        raise Terminated
+        if _Stop.signum is not None:
+            return
+        _Stop.signum = signum
+        if not _distributed():
+            raise Terminated
 
+    _Stop.signum = None
     previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        _Stop.signum = None
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="main")
@@ -438,23 +483,32 @@ def main(cfg: DictConfig) -> None:
     quiet_libraries()
     try:
         run_task(cfg)
-    except (Terminated, KeyboardInterrupt) as exc:  # into the run's log too; entry() prints the line
-        log.error("%s", STOPPED[type(exc)][1])
-        raise
-    except Exception as exc:
-        message = user_message(exc, cfg)
-        if message is None:  # printed here, whole, so that nothing above can mistake it for an input error
-            log.error(
-                "unexpected %s: this is a bug in dear-exp, not in your input; please report it with the "
-                "command and the traceback below",
-                type(exc).__name__,
-            )
-            traceback.print_exc()
-            sys.exit(1)
-        log.error(message)
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
+    except BaseException as exc:
+        if stopped_by_signal(exc):  # into the run's log too; entry() prints the line
+            log.error("%s", _stop_name(exc)[1])
+            if type(exc).__name__ == "SIGTERMException":
+                raise Terminated from exc
+            raise
+        if not isinstance(exc, Exception):  # SystemExit from a library, a generator's exit: as they are
+            raise
+        _report(exc, cfg)
     log.info("Output: %s", cfg.paths.output_dir)
+
+
+def _report(exc: Exception, cfg: DictConfig) -> None:
+    """An error of the run: one line and exit 2 when the user can fix it, else a bug's traceback."""
+    message = user_message(exc, cfg)
+    if message is None:  # printed here, whole, so that nothing above can mistake it for an input error
+        log.error(
+            "unexpected %s: this is a bug in dear-exp, not in your input; please report it with the "
+            "command and the traceback below",
+            type(exc).__name__,
+        )
+        traceback.print_exc()
+        sys.exit(1)
+    log.error(message)
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def entry() -> None:
@@ -476,13 +530,14 @@ def _entry() -> None:
     try:
         main()
     except (Terminated, KeyboardInterrupt) as exc:
-        code, what = STOPPED[type(exc)]
+        signum, what = _stop_name(exc)
         print(
-            f"error: {what}: the unfinished run's outputs were removed (finished sweep jobs and feature-cache "
-            "entries are kept); run the same command again to redo it",
+            f"error: {what}: the run's unfinished outputs were not published; what finished steps wrote "
+            "(earlier sweep jobs, feature-cache entries, exported or inpainted images) is kept, and the same "
+            "command reuses it",
             file=sys.stderr,
         )
-        sys.exit(code)
+        raise Stopped(signum) from None
     except DearError as exc:  # a sweep's values, checked before its first job (hydra_plugins/dear_exp_sweeper)
         print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(2)
@@ -495,5 +550,17 @@ def _entry() -> None:
         sys.exit(2)
 
 
+def cli() -> None:
+    """`python -m dear_exp` and `dear-exp`: the entry point, and a run stopped by a signal dies of it."""
+    try:
+        entry()
+    except Stopped as stop:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        signal.signal(stop.signum, signal.SIG_DFL)
+        os.kill(os.getpid(), stop.signum)
+        raise  # not reached: the default action of SIGTERM and SIGINT ends the process
+
+
 if __name__ == "__main__":
-    entry()
+    cli()

@@ -8,9 +8,9 @@ class DearError(Exception):
 
 
 class Terminated(BaseException):
-    """SIGTERM (kill, timeout, a cluster's pre-emption) in the CLI's process, raised like Ctrl-C's
-    KeyboardInterrupt so that the run stops where it is, removes its unfinished outputs and exits 143.
-    A BaseException: no `except Exception` may take it for a failure of the work and carry on."""
+    """SIGTERM (kill, timeout) in the CLI's process, raised like Ctrl-C's KeyboardInterrupt so that the
+    run stops where it is and removes its unfinished outputs (`__main__.sigterm_raises`). A
+    BaseException: no `except Exception` may take it for a failure of the work and carry on."""
 
 
 def one_line(exc: BaseException) -> str:
