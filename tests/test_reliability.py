@@ -153,6 +153,12 @@ CASES = [
         "prune.alpha is not a setting of prune: did you mean prune.alpha_low?",
     ),
     Case("unlike-any-key", ["prune.xyz=0.2"], "prune.xyz is not a setting of prune (its settings: mode, alpha_low,"),
+    Case(
+        "misspelt-group-in-key",
+        ["prun.alpha_low=0.3"],
+        "prun.alpha_low: prun is not a top-level setting: did you mean prune.alpha_low?",
+    ),
+    Case("key-below-a-value", ["prune.alpha_low.x=1"], "Could not override 'prune.alpha_low.x'"),
     Case("bad-grammar", ["head.l2=[1"], "cannot parse the override head.l2=[1"),
     Case(
         "misspelt-top-key",
@@ -245,7 +251,11 @@ CASES = [
         "the export would read its own outputs",
     ),
     Case("export-src-nowhere", ["task=export", "task.src=nowhere", "task.dst=out"], "export source not found"),
-    Case("census-nowhere", ["task=census", "benchmark.root=nowhere"], "a benchmark.root you set must be an existing"),
+    Case(
+        "census-nowhere",
+        ["task=census", "benchmark.root=nowhere"],
+        "a benchmark.root you set must hold the folders of benchmark.layout",
+    ),
     Case("compare-nowhere", ["task=compare", "task.runs=nowhere"], "no results.csv in nowhere"),
     Case("inpaint-nowhere", ["task=make_inpaint", "inpaint.real_dir=nowhere"], "not found; set inpaint.real_dir"),
     Case("train-data-nowhere", ["+debug=fdr", "train_data.root=nowhere"], "nowhere"),

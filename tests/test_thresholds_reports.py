@@ -329,6 +329,7 @@ def test_heatmap_colours_span_at_least_a_point():
     """Cells that all read 99.8 do not span the colour map; a real spread keeps its own range."""
     from dear_exp.tasks.compare import colour_range
 
-    assert colour_range([[99.76, 99.84], [99.8, math.nan]]) == pytest.approx((99.3, 100.3))
+    assert colour_range([[99.76, 99.84], [99.8, math.nan]]) == pytest.approx((99.0, 100.0))  # within 0-100
+    assert colour_range([[50.0, 50.2]]) == pytest.approx((49.6, 50.6))
     assert colour_range([[80.0, 95.0], [math.nan, 90.0]]) == (80.0, 95.0)
     assert colour_range([[math.nan]]) == (0.0, 1.0)

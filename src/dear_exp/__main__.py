@@ -381,24 +381,31 @@ def composition_message(exc: BaseException) -> str:
 
 
 def _unknown_key(exc: BaseException, text: str) -> str | None:
-    """Hydra's "Could not override 'prune.alpah_low'" as what it means: the key's group has no such
-    setting; its settings and the nearest to the typed key named (Hydra suggests `+key=`, which adds
-    the misspelt key as a new one)."""
+    """Hydra's "Could not override 'prune.alpah_low'" as what it means: a group has no such setting; its
+    settings, and the typed key with the nearest one in its place, named (Hydra suggests `+key=`, which
+    adds the misspelt key as a new one). None where the missing key's parent is not a group of
+    settings (`prune.alpha_low.x`: Hydra's message stands)."""
     import difflib
+    import re
 
     cause = exc.__cause__
     parent = getattr(cause, "parent_node", None)
-    if not text.startswith("Could not override") or not isinstance(parent, DictConfig):
+    typed = re.match(r"Could not override '([^']+)'", text)
+    if typed is None or not isinstance(parent, DictConfig):
         return None
-    key, full = str(getattr(cause, "key", "")), str(getattr(cause, "full_key", ""))
-    where = full.rpartition(".")[0]
     known = [str(k) for k in parent.keys() if not str(k).startswith("_")]
-    close = difflib.get_close_matches(key, known, n=1)
+    if not known:
+        return None
+    key, full, typed_key = str(getattr(cause, "key", "")), str(getattr(cause, "full_key", "")), typed.group(1)
+    where = full.rpartition(".")[0]
     line = f"{full} is not a setting of {where}" if where else f"{full} is not a top-level setting"
-    if close:
-        line += f": did you mean {where + '.' if where else ''}{close[0]}?"
+    if typed_key != full:
+        line = f"{typed_key}: {line}"
+    close = difflib.get_close_matches(key, known, n=1)
+    if close:  # the typed key with the nearest setting in the unknown one's place
+        line += f": did you mean {typed_key.replace(full, f'{where}.{close[0]}' if where else close[0], 1)}?"
     listed = f"its settings: {', '.join(known)}" if where else "python -m dear_exp --cfg job lists them all"
-    return f"{line} ({listed}; to add a new key on purpose: +{full}=...)"
+    return f"{line} ({listed}; to add a new key on purpose: +{typed_key}=...)"
 
 
 class Stopped(SystemExit):

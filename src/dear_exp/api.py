@@ -188,7 +188,7 @@ def score_folder(
     task=evaluate and task=predict."""
     from dear_exp.evaluate import input_samples, score_images
 
-    root, samples = input_samples(Path(images))
+    root, samples = input_samples(Path(images), key="images")
     logits = score_images(
         det.store(),
         samples,

@@ -187,13 +187,14 @@ def score_images(
     return model_logits(rows[0], heads)
 
 
-def input_samples(path: Path) -> tuple[Path, list[Sample]]:
-    """The images to score, keyed by their path relative to the input folder, sorted."""
+def input_samples(path: Path, key: str = "task.input") -> tuple[Path, list[Sample]]:
+    """The images to score, keyed by their path relative to the input folder, sorted; `key`: what the
+    caller calls the path in its messages."""
     if not path.exists():
-        raise DearError(f"task.input={path} does not exist; give an image or a folder of images")
+        raise DearError(f"{key}={path} does not exist; give an image or a folder of images")
     if path.is_file():
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
             raise DearError(f"{path} is not an image ({', '.join(sorted(IMAGE_EXTENSIONS))})")
         return path.parent, [Sample(path, -1, path.name)]
-    files = list_images(path, "give an image or a folder of images as task.input")
+    files = list_images(path, f"give an image or a folder of images as {key}")
     return path, [Sample(p, -1, p.relative_to(path).as_posix()) for p in files]

@@ -205,16 +205,17 @@ MIN_SPAN = 1.0  # percentage points: cells that all read 99.8 must not look far 
 
 
 def colour_range(z: list[list[float]]) -> tuple[float, float]:
-    """The colour scale of one heatmap: its values' range, widened about its middle to at least
-    MIN_SPAN points, so that differences below the printed 0.1 do not span the whole colour map."""
+    """The colour scale of one heatmap of percentages: its values' range, widened about its middle to
+    at least MIN_SPAN points (kept within 0-100), so that differences below the printed 0.1 do not span
+    the whole colour map."""
     values = [v for row in z for v in row if not math.isnan(v)]
     if not values:
         return 0.0, 1.0
     low, high = min(values), max(values)
     if high - low >= MIN_SPAN:
         return low, high
-    mid = (low + high) / 2
-    return mid - MIN_SPAN / 2, mid + MIN_SPAN / 2
+    low = min(max((low + high) / 2 - MIN_SPAN / 2, 0.0), 100.0 - MIN_SPAN)
+    return low, low + MIN_SPAN
 
 
 def heatmaps(tables: list[list[dict[str, str]]], out_dir: Path) -> list[str]:
