@@ -264,6 +264,29 @@ def test_predict_applies_a_saved_calibrated_threshold(compose_cfg, tiny_demo: Pa
     assert "no calibrated threshold for model base" in refused(f"task.threshold_from={tmp_path / 'plain'}")
 
 
+def test_predict_names_a_control_head_after_its_model(compose_cfg, tiny_demo: Path, tmp_path: Path):
+    """task.head=<run>/head_refit.safetensors scores the refit control: its columns say refit, not dear."""
+    from dear_exp.__main__ import run_task
+    from dear_exp.detectors import build_detector
+    from dear_exp.refit.head import MaskedLinearHead, head_identity, save_head
+    from dear_exp.training import ensure_detector
+
+    root = tmp_path / "root"
+    shutil.copytree(tiny_demo, root)
+    images = root / ".cache/demo/tiny-seed0/test/fake/gen_a"
+    cfg = compose_cfg("+debug=default", "task=predict", f"task.input={images}", root=root)
+    ensure_detector(cfg)
+    detector = build_detector(cfg.detector)
+    head = MaskedLinearHead(detector.feature_channels)
+    head.set_mask(torch.ones(detector.feature_channels))
+    save_head(tmp_path / "head_refit.safetensors", head, head_identity(detector))
+    head_file = f"task.head={tmp_path}/head_refit.safetensors"
+    cfg = compose_cfg("+debug=default", "task=predict", f"task.input={images}", head_file, root=root)
+    run_task(cfg)
+    preds = read_csv(Path(cfg.paths.output_dir) / "predictions.csv")
+    assert {"refit_logit", "refit_verdict", "refit_threshold"} <= set(preds[0]) and "dear_logit" not in preds[0]
+
+
 def test_compare_draws_alpha_heatmaps_of_a_sweep(compose_cfg, tmp_path: Path):
     from dear_exp.__main__ import run_task as compare
 

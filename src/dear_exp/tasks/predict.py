@@ -35,7 +35,7 @@ def head_model(path: Path) -> str:
 def calibrated_thresholds(source: Path, detector: str, models: dict[str, str]) -> dict[str, float]:
     """Per scored model, the calibrated logit threshold a run saved in its results.csv (the threshold
     column of its `calibrated` rows; one value per model). `models` maps the column prefix here
-    (base, dear) to the model name in results.csv."""
+    (base, and the head's model: dear or a control) to the model name in results.csv."""
     path = source / "results.csv" if source.is_dir() else source
     key = f"task.threshold_from={source}"
     if not path.is_file():
@@ -86,12 +86,13 @@ def thresholds(cfg: DictConfig, models: dict[str, str]) -> tuple[dict[str, float
 
 def run(cfg: DictConfig) -> dict[str, float]:
     head_path = Path(cfg.task.head) if cfg.task.get("head") else None
-    models = {"base": "base", **({"dear": head_model(head_path)} if head_path else {})}
+    name = head_model(head_path) if head_path else None  # dear, or the control a head_<control> file holds
+    models = {"base": "base", **({name: name} if name else {})}
     cut, origin = thresholds(cfg, models)  # a bad threshold source fails before any work
     root, samples = input_samples(Path(cfg.task.input))
     ensure_detector(cfg)
     detector = build_detector(cfg.detector)
-    heads = {"dear": load_head(detector, head_path)} if head_path else {}
+    heads = {name: load_head(detector, head_path)} if name and head_path else {}
     trainer = build.make_trainer(cfg.trainer, [], [], cfg.progress, enable_progress_bar=len(samples) > 1)
     store = build.feature_store(cfg, trainer, detector)
     # the extraction path of evaluation: the same rows, the same logits
@@ -101,7 +102,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     heads_out = ("base", *heads)
     columns = ["path"]
     for h in heads_out:
-        prefix = "" if h == "base" else "dear_"
+        prefix = "" if h == "base" else f"{h}_"
         columns += [f"{prefix}logit", f"{prefix}p_fake", f"{prefix}verdict", f"{prefix}threshold"]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
