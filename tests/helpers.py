@@ -75,3 +75,28 @@ def run_entry(args: list[str], cwd: Path, monkeypatch, capfd) -> tuple[int, str]
         GlobalHydra.instance().clear()
     out, err = capfd.readouterr()
     return rc, out + err
+
+
+def wandb_exit_codes(folder: Path) -> list[int]:
+    """The exit code each W&B offline run below `folder` recorded, read from its `.wandb` file (a
+    LevelDB-format log of protobuf records after a 7-byte header; wandb 0.31 ships no Python reader)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    codes = []
+    for path in sorted(folder.rglob("offline-run-*/*.wandb")):
+        data, pos, block, pending = path.read_bytes(), 7, 32768, b""
+        while pos + 7 <= len(data):
+            if block - pos % block < 7:  # a block's tail too short for a header is padding
+                pos += block - pos % block
+                continue
+            _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+            chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+            pending = chunk if kind in (1, 2) else pending + chunk  # FULL, FIRST; MIDDLE, LAST append
+            if kind in (1, 4) and pending:
+                record = wandb_internal_pb2.Record()
+                record.ParseFromString(pending)
+                if record.WhichOneof("record_type") == "exit":
+                    codes.append(record.exit.exit_code)
+    return codes

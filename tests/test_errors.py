@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 from dear_exp.data.folders import inpaint_pairs
 from dear_exp.detectors.npr import NPR
 from dear_exp.errors import DearError, one_line
-from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import assert_one_line_error, run_cli, wandb_exit_codes
 
 pytestmark = pytest.mark.xdist_group("cli")
 
@@ -49,8 +49,9 @@ def test_corrupt_image_through_the_cli(tiny_demo: Path, tmp_path: Path):
     shutil.copytree(tiny_demo, root)
     victim = sorted((root / ".cache/demo/tiny-seed0/test/fake/gen_b").glob("*.png"))[2]
     victim.write_bytes(victim.read_bytes()[:200])  # truncated PNG
-    proc = run_cli("+debug=fdr", "num_workers=1", cwd=root)
+    proc = run_cli("+debug=fdr", "num_workers=1", "logger=wandb", cwd=root, env={"WANDB_MODE": "offline"})
     assert_one_line_error(proc, f"corrupt or unreadable image {victim}", "replace or remove the file")
+    assert wandb_exit_codes(root / "logs") == [1]  # `wandb sync` would not upload it as a finished run
 
 
 def test_inpaint_image_without_its_mask(tiny_demo: Path, tmp_path: Path):

@@ -89,10 +89,17 @@ def test_sigterm_stops_a_run(tiny_demo: Path, tmp_path: Path, where: str, task: 
 
 
 @pytest.mark.slow
-def test_ctrl_c_outside_lightning_is_one_line_and_dies_of_sigint(tiny_demo: Path, tmp_path: Path):
+@pytest.mark.parametrize(
+    "where, task",
+    [
+        ("on_train_batch_start", "dear"),  # Lightning catches it and exits 1: still one line, SIGINT
+        ("write_config", "census"),
+    ],
+)
+def test_ctrl_c_is_one_line_and_dies_of_sigint(tiny_demo: Path, tmp_path: Path, where: str, task: str):
     root = tmp_path / "root"
     shutil.copytree(tiny_demo, root)
-    proc = _signalled("write_config", "SIGINT", root, "task=census")
+    proc = _signalled(where, "SIGINT", root, f"task={task}")
     _assert_stopped(proc, root, signal.SIGINT, "interrupted (Ctrl-C)")
 
 

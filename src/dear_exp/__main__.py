@@ -294,9 +294,11 @@ def run_task(cfg: DictConfig) -> dict[str, Any]:
         with staged(Path(cfg.paths.work_dir), Path(cfg.paths.output_dir), owner=_is_rank_zero()):
             result = tasks[cfg.task.name](cfg)
             raise_if_stopped()
-            return result
-    finally:
-        finish_wandb()
+    except BaseException:
+        finish_wandb(failed=True)
+        raise
+    finish_wandb()
+    return result
 
 
 # what an OSError's errno means for the user, and what to do about it
@@ -431,9 +433,19 @@ def _stop_name(exc: BaseException) -> tuple[int, str]:
 
 
 def stopped_by_signal(exc: BaseException) -> bool:
-    """Terminated, Ctrl-C, or Lightning's own stop after a SIGTERM (SIGTERMException, a SystemExit whose
-    code is None, which would end the process with 0)."""
-    return isinstance(exc, (Terminated, KeyboardInterrupt)) or type(exc).__name__ == "SIGTERMException"
+    """Terminated, Ctrl-C, or Lightning's own ends of them: after a SIGTERM its SIGTERMException (a
+    SystemExit whose code is None, which would end the process with 0), after a Ctrl-C in its loops
+    `sys.exit(1)` (which would read as a bug's exit code)."""
+    return isinstance(exc, (Terminated, KeyboardInterrupt)) or _lightning_stop(exc) is not None
+
+
+def _lightning_stop(exc: BaseException) -> type[BaseException] | None:
+    """What Lightning's SystemExit stands for: Terminated, KeyboardInterrupt, or None (neither)."""
+    if type(exc).__name__ == "SIGTERMException":
+        return Terminated
+    if isinstance(exc, SystemExit) and isinstance(exc.__context__, KeyboardInterrupt):
+        return KeyboardInterrupt
+    return None
 
 
 def raise_if_stopped() -> None:
@@ -492,9 +504,10 @@ def main(cfg: DictConfig) -> None:
         run_task(cfg)
     except BaseException as exc:
         if stopped_by_signal(exc):  # into the run's log too; entry() prints the line
-            log.error("%s", _stop_name(exc)[1])
-            if type(exc).__name__ == "SIGTERMException":
-                raise Terminated from exc
+            stop = _lightning_stop(exc)
+            log.error("%s", _stop_name(stop() if stop else exc)[1])
+            if stop is not None:
+                raise stop from None
             raise
         if not isinstance(exc, Exception):  # SystemExit from a library, a generator's exit: as they are
             raise

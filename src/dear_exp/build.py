@@ -98,13 +98,14 @@ def log_config(loggers: list[Any], cfg: DictConfig) -> None:
         lg.log_hyperparams(params)
 
 
-def finish_wandb() -> None:
-    """One W&B run per job: close it even when the job failed."""
+def finish_wandb(failed: bool = False) -> None:
+    """One W&B run per job: close it even when the job failed or was stopped, then with exit code 1, so
+    that `wandb sync` does not upload it as a finished run."""
     if "wandb" in sys.modules:
         import wandb
 
         if wandb.run is not None:
-            wandb.finish()
+            wandb.finish(exit_code=1 if failed else 0)
 
 
 def fit_callbacks(cfg: DictConfig, out_dir: Path, name: str) -> list[Any]:
