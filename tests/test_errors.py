@@ -52,6 +52,7 @@ def test_corrupt_image_through_the_cli(tiny_demo: Path, tmp_path: Path):
     proc = run_cli("+debug=fdr", "num_workers=1", "logger=wandb", cwd=root, env={"WANDB_MODE": "offline"})
     assert_one_line_error(proc, f"corrupt or unreadable image {victim}", "replace or remove the file")
     assert wandb_exit_codes(root / "logs") == [1]  # `wandb sync` would not upload it as a finished run
+    assert "wandb: WARNING" not in proc.stderr, proc.stderr  # Lightning's anonymous=None, dropped
 
 
 def test_inpaint_image_without_its_mask(tiny_demo: Path, tmp_path: Path):

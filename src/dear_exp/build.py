@@ -48,8 +48,19 @@ def instantiate_group(group: DictConfig | None, what: str) -> list[Any]:
     for conf in (group or {}).values():
         if conf is not None and "_target_" in conf:
             log.debug("Instantiating %s <%s>", what, conf._target_)
-            objects.append(instantiate(conf))
+            objects.append(_without_wandb_anonymous(instantiate(conf)))
     return objects
+
+
+def _without_wandb_anonymous(obj: Any) -> Any:
+    """Lightning 2.6's WandbLogger always passes `anonymous=None` to `wandb.init`, and wandb 0.31 then
+    warns on stderr in every run that the setting has no effect: the key is dropped from the logger's
+    init arguments (a private dict; None is wandb's own default), so a failed run's stderr is its one
+    `error:` line."""
+    init = getattr(obj, "_wandb_init", None)
+    if isinstance(init, dict) and init.get("anonymous", 0) is None:
+        del init["anonymous"]
+    return obj
 
 
 def make_trainer(
