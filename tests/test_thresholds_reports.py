@@ -356,3 +356,19 @@ def test_heatmap_colours_span_at_least_a_point():
     assert colour_range([[50.0, 50.2]]) == pytest.approx((49.6, 50.6))
     assert colour_range([[80.0, 95.0], [math.nan, 90.0]]) == (80.0, 95.0)
     assert colour_range([[math.nan]]) == (0.0, 1.0)
+
+
+def test_compare_labels_tell_apart_runs_of_two_sweeps_with_the_same_settings():
+    """Job 0 of two sweeps with the same values: the label adds the shortest folder tails that differ."""
+    from dear_exp.tasks.compare import labels
+
+    rows = [{"alpha_low": "0.1"}, {"alpha_low": "0.1"}, {"alpha_low": "0.2"}]
+    folders = [Path("/x/sw_joblib/0"), Path("/x/sw_local/0"), Path("/x/sw_local/1")]
+    assert labels(rows, folders, ("alpha_low",)) == [
+        "alpha_low=0.1 (sw_joblib/0)",
+        "alpha_low=0.1 (sw_local/0)",
+        "alpha_low=0.2",
+    ]
+    same = [{"alpha_low": "0.1"}] * 2
+    assert labels(same, [Path("/a/run"), Path("/b/run")], ("alpha_low",)) == ["a/run", "b/run"]
+    assert labels(same, [Path("/a/1"), Path("/a/2")], ("alpha_low",), by_folder=False) == ["1", "2"]

@@ -46,12 +46,25 @@ def labels(
     (the run folder's name where nothing differs, or to tell apart runs that share every value;
     `by_folder=False`: empty where nothing differs, for a label that names its runs otherwise)."""
     varied = [k for k in keys if len({row.get(k, "") for row in firsts}) > 1]
-    out = [
-        " ".join(f"{k}={row.get(k, '')}" for k in varied if row.get(k, "")) or (folder.name if by_folder else "")
-        for row, folder in zip(firsts, folders)
-    ]
-    counts = {label: out.count(label) for label in out}
-    return [f"{label} ({folder.name})" if counts[label] > 1 else label for label, folder in zip(out, folders)]
+    keyed = [" ".join(f"{k}={row.get(k, '')}" for k in varied if row.get(k, "")) for row in firsts]
+    named = list(keyed)
+    for label in set(keyed):
+        same = [i for i, other in enumerate(keyed) if other == label]
+        if len(same) == 1 and (label or not by_folder):
+            continue
+        # named, or told apart, by their folders' shortest distinct tails (two sweeps' job 0: a/0, b/0)
+        for i, tail in zip(same, _distinct_tails([folders[i] for i in same])):
+            named[i] = f"{label} ({tail})" if label else tail
+    return named
+
+
+def _distinct_tails(folders: list[Path]) -> list[str]:
+    """The fewest last parts of each folder's path that tell them all apart."""
+    for n in range(1, max(len(f.parts) for f in folders) + 1):
+        tails = ["/".join(f.parts[-n:]) for f in folders]
+        if len(set(tails)) == len(tails):
+            return tails
+    return [str(f) for f in folders]
 
 
 def base_once(
