@@ -131,3 +131,27 @@ def test_the_readme_config_group_table_lists_every_option():
     assert set(listed) == set(groups)
     for group, options in groups.items():
         assert listed[group] == options, group
+
+
+@pytest.mark.slow
+def test_the_newton_keep_study_counts_hessians_per_setting(tiny_demo, tmp_path):
+    """experiments/throughput/newton_keep.py on a 2 x 2 sweep of the tiny demo: a row per setting, and
+    plain Newton (0) forms more Hessians per solve, with fewer evaluations, than the default (0.25)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    root = tmp_path / "root"
+    shutil.copytree(tiny_demo, root)
+    cmd = [sys.executable, str(ROOT / "experiments/throughput/newton_keep.py"), "demo.scale=tiny", "threads=1"]
+    env = {**os.environ, "DEAR_ROOT": str(root), "HYDRA_FULL_ERROR": "1"}
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = {
+        float(cells[1]): [float(c) for c in cells[2:5]]
+        for cells in (line.split("|") for line in proc.stdout.splitlines())
+        if len(cells) == 6 and cells[1].strip()[:1].isdigit()
+    }
+    assert sorted(rows) == [0.0, 0.1, 0.25, 0.5, 0.75]
+    assert rows[0.0][0] > rows[0.25][0] > 0 and rows[0.0][1] < rows[0.25][1]
