@@ -37,11 +37,11 @@ def main(sweeps: list[Path]) -> None:
             models = {r["model"] for r in jobs[0]}
             main_model = "dear" if "dear" in models else "random" if mode == "random" else "refit"
 
-            def get(model: str, post: str, policy: str, metric: str, jobs: list = jobs) -> str:
+            def get(model: str, post: str, policy: str, metric: str) -> str:  # called in this iteration only
                 return ms(
                     [
                         float(r[metric])
-                        for rows in jobs
+                        for rows in jobs  # noqa: B023
                         for r in rows
                         if (r["model"], r["postprocess"], r["threshold_policy"]) == (model, post, policy)
                     ]

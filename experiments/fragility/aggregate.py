@@ -67,9 +67,11 @@ def main(study: Path) -> None:
         for s in settings:
             for model in ("base", "refit", "random", "dear"):
 
-                def pick(policy: str, metric: str, model: str = model, s: str = s) -> str:
+                def pick(policy: str, metric: str) -> str:  # called in this iteration only
                     sel = [
-                        r for r in rows if (r["model"], r["postprocess"], r["threshold_policy"]) == (model, s, policy)
+                        r
+                        for r in rows
+                        if (r["model"], r["postprocess"], r["threshold_policy"]) == (model, s, policy)  # noqa: B023
                     ]
                     return ms1([float(r[metric]) for r in sel])
 
