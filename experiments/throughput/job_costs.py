@@ -103,15 +103,12 @@ def table(jobs: list[dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    flags, overrides = parse(sys.argv[1:])
-    jobs: list[dict[str, float]] = []
-    install(jobs)
-    n = int(flags.get("grid") or 5)  # an n x n grid of the bench's alpha values
+def run_grid(n: int, overrides: list[str], logger: str) -> None:
+    """The real CLI's multirun over an n x n grid of the bench's alpha values, in this process."""
     sys.argv = [
         "dear_exp",
         "-m",
-        "logger=csv",
+        f"logger={logger}",
         *overrides,
         f"prune.alpha_low={','.join(LOWS.split(',')[:n])}",
         f"prune.alpha_high={','.join(HIGHS.split(',')[:n])}",
@@ -123,6 +120,13 @@ def main() -> None:
     except SystemExit as exc:
         if exc.code not in (0, None):
             raise
+
+
+def main() -> None:
+    flags, overrides = parse(sys.argv[1:])
+    jobs: list[dict[str, float]] = []
+    install(jobs)
+    run_grid(int(flags.get("grid") or 5), overrides, "csv")
     print(f"{len(jobs)} jobs; each stage's mean over the {len(jobs) - 1} after the first:")
     print(table(jobs))
 

@@ -18,7 +18,9 @@ import time
 from collections import Counter
 from typing import Any
 
-from dear_exp.bench import HIGHS, LOWS, parse
+from job_costs import run_grid  # this folder's: the same CLI sweep
+
+from dear_exp.bench import parse
 
 SETTINGS = (0.0, 0.1, 0.25, 0.5, 0.75)
 
@@ -98,23 +100,8 @@ def scan(calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> str:
 
 def main() -> None:
     flags, overrides = parse(sys.argv[1:])
-    n, limit = int(flags.get("grid") or 2), int(flags.get("solves") or 3)
-    calls = capture(limit)
-    sys.argv = [
-        "dear_exp",
-        "-m",
-        "logger=none",
-        *overrides,
-        f"prune.alpha_low={','.join(LOWS.split(',')[:n])}",
-        f"prune.alpha_high={','.join(HIGHS.split(',')[:n])}",
-    ]
-    from dear_exp.__main__ import entry
-
-    try:
-        entry()
-    except SystemExit as exc:
-        if exc.code not in (0, None):
-            raise
+    calls = capture(int(flags.get("solves") or 3))
+    run_grid(int(flags.get("grid") or 2), overrides, "none")
     if not calls:
         raise SystemExit("no Newton solve after the first job: give a cache without its heads/ (see the docstring)")
     print(scan(calls))
