@@ -56,6 +56,7 @@ def test_a_bad_override_fails_before_the_first_job(tiny_demo: Path, tmp_path: Pa
     rc, text = run_entry(["-m", "+debug=fdr", "postprocess=clean,nope"], root, monkeypatch, capfd)
     assert rc == 2 and "Could not find 'postprocess/nope'" in text, text[-2000:]
     assert not list((root / "logs").rglob("results.csv")), "a job ran before the sweep was found impossible"
+    assert not list((root / "logs").rglob("multirun.yaml")), "the refused sweep left its folder"
 
 
 def test_an_impossible_value_stops_the_sweep_before_its_first_job(tiny_demo: Path, tmp_path: Path, monkeypatch, capfd):
@@ -65,6 +66,7 @@ def test_an_impossible_value_stops_the_sweep_before_its_first_job(tiny_demo: Pat
     assert rc == 2 and "prune.alpha_low='abc' must be a number >= 0 and <= 1" in text, text[-2000:]
     assert "Traceback" not in text
     assert not list((root / "logs").rglob("results.csv")), "a job ran before the sweep was found impossible"
+    assert not list((root / "logs").rglob("multirun.yaml")), "the refused sweep left its folder"
 
 
 def _loader_and_master(tmp_path: Path, *overrides: str):

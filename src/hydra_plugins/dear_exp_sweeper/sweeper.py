@@ -22,6 +22,7 @@ the subclass (a plugin: Hydra finds it under the `hydra_plugins` namespace);
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
@@ -136,11 +137,25 @@ class ComposeOnceSweeper(BasicSweeper):
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         assert self.config is not None
-        for overrides in batch:
-            composed = self.composed.compose(self.config, list(overrides))
-            check_values(composed)
-            if len(self.composed.kept) < KEEP:
-                self.composed.kept[tuple(overrides)] = composed
+        try:
+            for overrides in batch:
+                composed = self.composed.compose(self.config, list(overrides))
+                check_values(composed)
+                if len(self.composed.kept) < KEEP:
+                    self.composed.kept[tuple(overrides)] = composed
+        except BaseException:
+            self.remove_refused_sweep()
+            raise
+
+    def remove_refused_sweep(self) -> None:
+        """Hydra writes the sweep folder's `multirun.yaml` before any batch is checked: a sweep refused
+        before its first job leaves no folder (one that holds anything else, an earlier sweep's jobs,
+        is left as it is)."""
+        assert self.config is not None
+        folder = Path(self.config.hydra.sweep.dir)
+        if folder.is_dir() and [p.name for p in folder.iterdir()] == ["multirun.yaml"]:
+            (folder / "multirun.yaml").unlink()
+            folder.rmdir()
 
 
 def check_values(config: DictConfig) -> None:
