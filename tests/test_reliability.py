@@ -485,3 +485,12 @@ def test_a_config_error_inside_a_task_is_a_bug_not_an_input_error(root: Path, mo
     rc, text = run_entry(["task=census"], root, monkeypatch, capfd)
     assert rc == 1 and "Traceback" in text and "this is a bug in dear-exp" in text
     assert not [line for line in text.splitlines() if line.startswith("error: ")]
+
+
+def test_a_killed_data_loading_worker_is_one_line_not_a_bug():
+    """torch's message for a DataLoader worker killed from outside (or by the kernel's OOM killer)."""
+    from dear_exp.__main__ import user_message
+
+    line = user_message(RuntimeError("DataLoader worker (pid 4242) is killed by signal: Killed. "))
+    assert line is not None and line.startswith("a data-loading worker (pid 4242) was killed by signal: Killed (")
+    assert user_message(RuntimeError("something else")) is None

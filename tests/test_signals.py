@@ -26,11 +26,14 @@ import os, signal, sys
 import lightning.pytorch as pl
 import dear_exp.__main__ as m
 
-where, signum = sys.argv[1], getattr(signal, sys.argv[2])
+where, signum = sys.argv[1], getattr(signal, sys.argv[2].removesuffix("-group"))
 
 
 def send(*args, **kwargs):
-    os.kill(os.getpid(), signum)
+    if sys.argv[2].endswith("-group"):  # this process and its DataLoader workers, as SLURM or kill -- -PGID do
+        os.killpg(os.getpgrp(), signum)
+    else:
+        os.kill(os.getpid(), signum)
 
 
 class Send(pl.Callback):
@@ -52,7 +55,7 @@ def _signalled(where: str, name: str, root: Path, *overrides: str) -> subprocess
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_", "WANDB_", "PYTEST_", "DEAR_"))}
     env.update({"WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"})
     cmd = [sys.executable, "-c", SEND, where, name, "+debug=fdr", "threads=1", *overrides]
-    return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600, start_new_session=True)
 
 
 def _assert_stopped(proc: subprocess.CompletedProcess[str], root: Path, signum: int, what: str) -> None:
@@ -86,6 +89,15 @@ def test_sigterm_stops_a_run(tiny_demo: Path, tmp_path: Path, where: str, task: 
         assert "Received SIGTERM" in proc.stdout + proc.stderr  # Lightning's handler saw it first, then ours
     if task == "dear":  # the training stopped before its end: no checkpoint to mistake for a trained one
         assert not list((root / ".cache").rglob("*.pth"))
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_stops_the_run_though_its_workers_die_of_it(tiny_demo: Path, tmp_path: Path):
+    """The workers killed by the same signal raise their own error while the stop unwinds: still the stop."""
+    root = tmp_path / "root"
+    shutil.copytree(tiny_demo, root)
+    proc = _signalled("on_train_batch_start", "SIGTERM-group", root, "task=dear", "num_workers=2")
+    _assert_stopped(proc, root, signal.SIGTERM, "stopped by SIGTERM")
 
 
 @pytest.mark.slow
@@ -134,3 +146,27 @@ def test_a_distributed_run_only_notes_sigterm_and_stops_before_publishing(monkey
         os.kill(os.getpid(), signal.SIGTERM)  # noted, not raised
         with pytest.raises(Terminated):
             raise_if_stopped()
+
+
+def test_after_a_sigterm_whatever_surfaces_is_the_stop():
+    """A DataLoader worker killed by the same group kill raises its own RuntimeError while the stop
+    unwinds (torch's SIGCHLD handler): once this process has had its SIGTERM, that is the stop too."""
+    from dear_exp.__main__ import stopped_as
+
+    worker = RuntimeError("DataLoader worker (pid 4242) is killed by signal: Terminated. ")
+
+    def torchs(signum: int, frame: object) -> None:  # stands for torch's SIGCHLD handler
+        raise RuntimeError("a worker died")
+
+    before = signal.signal(signal.SIGCHLD, torchs)
+    try:
+        with sigterm_raises():
+            assert stopped_as(worker) is None  # no SIGTERM here yet: a worker killed alone is an error of its own
+            with pytest.raises(Terminated):
+                os.kill(os.getpid(), signal.SIGTERM)
+            assert stopped_as(worker) is Terminated
+            assert signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL  # dead workers raise nothing while it unwinds
+        assert signal.getsignal(signal.SIGCHLD) is torchs  # and the handler is back for the next run
+    finally:
+        signal.signal(signal.SIGCHLD, before)
+    assert stopped_as(worker) is None and stopped_as(KeyboardInterrupt()) is KeyboardInterrupt

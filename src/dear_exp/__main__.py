@@ -6,6 +6,7 @@ import errno
 import importlib.resources
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -351,6 +352,13 @@ def user_message(exc: BaseException, cfg: DictConfig | None = None) -> str | Non
         return f"cannot build {type(cause).__name__}: {one_line(cause)}; check the config group's values"
     if isinstance(exc, OSError) and exc.errno is not None:
         return os_message(exc)
+    killed = re.search(r"DataLoader worker \(pid (\d+)\) is killed by signal: ([^.]+)", str(exc))
+    if isinstance(exc, RuntimeError) and killed:
+        return (
+            f"a data-loading worker (pid {killed[1]}) was killed by signal: {killed[2]} (from outside, or by the "
+            "kernel when memory ran out: dmesg says which); run again, with a smaller batch size or num_workers=0 "
+            "if memory ran out"
+        )
     full = full_disk(cfg) if cfg is not None else None
     if full is not None:
         return f"no space left on the device of {full} ({type(exc).__name__}: {one_line(exc)[:200]}); free space there"
@@ -424,6 +432,7 @@ class _Stop:
     """The first SIGTERM of a run (`sigterm_raises`): later ones only wait for the cleanup it started."""
 
     signum: int | None = None
+    child: Any = signal.SIG_DFL  # the SIGCHLD handler the stop replaced
 
 
 def _stop_name(exc: BaseException) -> tuple[int, str]:
@@ -432,11 +441,17 @@ def _stop_name(exc: BaseException) -> tuple[int, str]:
     return signal.SIGTERM, "stopped by SIGTERM"
 
 
-def stopped_by_signal(exc: BaseException) -> bool:
-    """Terminated, Ctrl-C, or Lightning's own ends of them: after a SIGTERM its SIGTERMException (a
-    SystemExit whose code is None, which would end the process with 0), after a Ctrl-C in its loops
-    `sys.exit(1)` (which would read as a bug's exit code)."""
-    return isinstance(exc, (Terminated, KeyboardInterrupt)) or _lightning_stop(exc) is not None
+def stopped_as(exc: BaseException) -> type[BaseException] | None:
+    """Terminated or KeyboardInterrupt when `exc` ends a run stopped by a signal, else None: those two;
+    whatever surfaced after this process's SIGTERM (a DataLoader worker killed by the same signal, as a
+    group kill or SLURM sends, raises its own error while the stop unwinds); Lightning's own ends of
+    them: after a SIGTERM its SIGTERMException (a SystemExit whose code is None, which would end the
+    process with 0), after a Ctrl-C in its loops `sys.exit(1)` (which would read as a bug's exit code)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return KeyboardInterrupt
+    if isinstance(exc, Terminated) or _Stop.signum is not None:
+        return Terminated
+    return _lightning_stop(exc)
 
 
 def _lightning_stop(exc: BaseException) -> type[BaseException] | None:
@@ -482,6 +497,9 @@ def sigterm_raises() -> Iterator[None]:
         if _Stop.signum is not None:
             return
         _Stop.signum = signum
+        # DataLoader workers killed by the same signal (a group kill, SLURM) would make torch's SIGCHLD
+        # handler raise, and its iterators' __del__ print tracebacks, while the stop unwinds
+        _Stop.child = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         if not _distributed():
             raise Terminated
 
@@ -491,6 +509,8 @@ def sigterm_raises() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if _Stop.signum is not None:  # the SIGCHLD handler found at the stop (torch's, or none) back
+            signal.signal(signal.SIGCHLD, _Stop.child)
         _Stop.signum = None
 
 
@@ -503,12 +523,12 @@ def main(cfg: DictConfig) -> None:
     try:
         run_task(cfg)
     except BaseException as exc:
-        if stopped_by_signal(exc):  # into the run's log too; entry() prints the line
-            stop = _lightning_stop(exc)
-            log.error("%s", _stop_name(stop() if stop else exc)[1])
-            if stop is not None:
-                raise stop from None
-            raise
+        stop = stopped_as(exc)
+        if stop is not None:  # into the run's log too; entry() prints the line
+            log.error("%s", _stop_name(stop())[1])
+            if isinstance(exc, stop):
+                raise
+            raise stop from None
         if not isinstance(exc, Exception):  # SystemExit from a library, a generator's exit: as they are
             raise
         _report(exc, cfg)
