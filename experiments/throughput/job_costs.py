@@ -68,10 +68,15 @@ def install(jobs: list[dict[str, float]]) -> None:
         if path:  # a method: its class
             setattr(owner, name, wrapper)
             continue
-        for held in list(sys.modules.values()):
-            for key, value in list(vars(held).items()):
-                if value is fn:
-                    setattr(held, key, wrapper)
+        replace(fn, wrapper)
+
+
+def replace(fn: Any, wrapper: Any) -> None:
+    """`fn` by `wrapper` wherever a loaded module holds it by name (its own module, `from x import f`)."""
+    for held in list(sys.modules.values()):
+        for key, value in list(vars(held).items()):
+            if value is fn:
+                setattr(held, key, wrapper)
 
 
 def _timer(jobs: list[dict[str, float]], label: str, fn: Any, starts_job: bool) -> Any:

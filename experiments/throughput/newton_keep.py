@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from job_costs import run_grid  # this folder's: the same CLI sweep
+from job_costs import replace, run_grid  # this folder's: the same CLI sweep and wrappers
 
 from dear_exp.bench import parse
 
@@ -29,7 +29,7 @@ def capture(limit: int) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
     """The arguments of up to `limit` Newton solves made after the sweep's first job."""
     import hydra.core.utils
 
-    import dear_exp.refit
+    import dear_exp.tasks.dear  # noqa: F401  (every module that holds the two functions by name)
     from dear_exp.refit import newton
 
     calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
@@ -45,11 +45,8 @@ def capture(limit: int) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
             calls.append((args, kwargs))
         return solve(*args, **kwargs)
 
-    hydra.core.utils.run_job = counting_job
-    import hydra._internal.core_plugins.basic_launcher as basic
-
-    basic.run_job = counting_job  # the launcher holds it by name
-    dear_exp.refit.newton_fit = keeping  # refit/__init__.py holds it by name
+    replace(run_job, counting_job)
+    replace(solve, keeping)
     return calls
 
 

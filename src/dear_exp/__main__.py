@@ -396,7 +396,6 @@ def _unknown_key(exc: BaseException, text: str) -> str | None:
     adds the misspelt key as a new one). None where the missing key's parent is not a group of
     settings (`prune.alpha_low.x`: Hydra's message stands)."""
     import difflib
-    import re
 
     cause = exc.__cause__
     parent = getattr(cause, "parent_node", None)
@@ -435,10 +434,11 @@ class _Stop:
     child: Any = signal.SIG_DFL  # the SIGCHLD handler the stop replaced
 
 
-def _stop_name(exc: BaseException) -> tuple[int, str]:
-    if isinstance(exc, KeyboardInterrupt):
-        return signal.SIGINT, "interrupted (Ctrl-C)"
-    return signal.SIGTERM, "stopped by SIGTERM"
+# what stopped a run (the class `stopped_as` answers): its signal, and the words for it
+STOPS: dict[type[BaseException], tuple[int, str]] = {
+    Terminated: (signal.SIGTERM, "stopped by SIGTERM"),
+    KeyboardInterrupt: (signal.SIGINT, "interrupted (Ctrl-C)"),
+}
 
 
 def stopped_as(exc: BaseException) -> type[BaseException] | None:
@@ -456,7 +456,9 @@ def stopped_as(exc: BaseException) -> type[BaseException] | None:
 
 def _lightning_stop(exc: BaseException) -> type[BaseException] | None:
     """What Lightning's SystemExit stands for: Terminated, KeyboardInterrupt, or None (neither)."""
-    if type(exc).__name__ == "SIGTERMException":
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    if isinstance(exc, SIGTERMException):
         return Terminated
     if isinstance(exc, SystemExit) and isinstance(exc.__context__, KeyboardInterrupt):
         return KeyboardInterrupt
@@ -525,7 +527,7 @@ def main(cfg: DictConfig) -> None:
     except BaseException as exc:
         stop = stopped_as(exc)
         if stop is not None:  # into the run's log too; entry() prints the line
-            log.error("%s", _stop_name(stop())[1])
+            log.error("%s", STOPS[stop][1])
             if isinstance(exc, stop):
                 raise
             raise stop from None
@@ -570,7 +572,7 @@ def _entry() -> None:
     try:
         main()
     except (Terminated, KeyboardInterrupt) as exc:
-        signum, what = _stop_name(exc)
+        signum, what = STOPS[Terminated if isinstance(exc, Terminated) else KeyboardInterrupt]
         print(
             f"error: {what}: the run's unfinished outputs were not published; what finished steps wrote "
             "(earlier sweep jobs, feature-cache entries, exported or inpainted images) is kept, and the same "
