@@ -39,6 +39,12 @@ def test_make_bench_measures_the_sweep_and_each_detector(tiny_demo: Path, tmp_pa
     fits = result["sweep_fits_s"]  # solving heads: the first job solves its three, a later one at most two
     assert len(fits) == 25 and fits[0] > 0 and all(0 <= f <= j for f, j in zip(fits, jobs))
     assert 0 < result["sweep_later_fit_s"] < result["sweep_later_job_s"]
+    pairs = result["grid_pairs_s"]  # the grid: its first pair holds the extraction
+    assert len(pairs) == 25 and all(p >= 0 for p in pairs) and pairs[0] > max(pairs[1:])
+    wall = result["grid"]["wall_s"]
+    assert result["grid_ratio_in_process"] == pytest.approx(wall / (wall - sum(pairs[1:])))
+    assert result["grid_ratio"] == pytest.approx(wall / result["single"]["wall_s"])
+    assert "task=dear_grid" in (found.parent / "bench.md").read_text()
     names = [r["setting"] for r in result["detectors"]]
     assert names == ["npr"]
     npr = result["detectors"][0]

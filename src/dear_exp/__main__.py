@@ -226,13 +226,13 @@ def run_summary(cfg: DictConfig, config: Path) -> str:
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     task = cfg.task.name
     lines = [f"task={task}  overrides: {' '.join(overrides) if overrides else '(none)'}"]
-    if "detector" in cfg and task in ("dear", "evaluate", "predict", "train_base", "cache", "fragility"):
+    if "detector" in cfg and task in ("dear", "dear_grid", "evaluate", "predict", "train_base", "cache", "fragility"):
         lines.append(f"detector {cfg.detector.name} ({cfg.detector.checkpoint}), layer {_layer(cfg)}")
-    if task in ("dear", "evaluate", "cache", "census", "fragility"):
+    if task in ("dear", "dear_grid", "evaluate", "cache", "census", "fragility"):
         lines.append(
             f"benchmark {cfg.benchmark.name} ({cfg.benchmark.root}), post-processing {', '.join(cfg.postprocess.settings)}"
         )
-    if task == "dear":
+    if task in ("dear", "dear_grid"):
         p, h = cfg.prune, cfg.head
         lines.append(f"prune {p.mode} {p.alpha_low}/{p.alpha_high}, head {h.solver} ({h.mode}, init {h.init})")
     lines.append(f"seed {cfg.seed}, threads {cfg.threads}; the whole config: {config}")
@@ -260,6 +260,7 @@ def run_task(cfg: DictConfig) -> dict[str, Any]:
         census,
         compare,
         dear,
+        dear_grid,
         evaluate,
         export,
         fragility,
@@ -270,6 +271,7 @@ def run_task(cfg: DictConfig) -> dict[str, Any]:
 
     tasks = {
         "dear": dear.run,
+        "dear_grid": dear_grid.run,
         "evaluate": evaluate.run,
         "train_base": train_base.run,
         "compare": compare.run,

@@ -3,8 +3,9 @@
 1. one DEAR run (with its controls), cold cache, and 2. a 5x5 alpha_low x alpha_high multirun, cold
 cache (Hydra's basic launcher: the jobs one after another in one process): the sweep's cost against
 one run, and, free of the drift between two processes, against itself less its 24 later jobs; each
-job's seconds and its seconds solving heads, from its log. Each as its own process, timed with its
-CPU seconds (user, system) and peak memory.
+job's seconds and its seconds solving heads, from its log; then the same 25 pairs as one
+task=dear_grid run, cold cache, against the one run and against itself less its 24 later pairs.
+Each as its own process, timed with its CPU seconds (user, system) and peak memory.
 3. per detector, with random weights (no download): images/s of evaluation (data loading,
 post-processing, forward) against the bare model on the same batch shapes, images/s of task=dear's
 feature extraction (augmented training views), the CPU seconds of each (user, system: the share the
@@ -27,6 +28,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -98,6 +100,19 @@ def fit_seconds(sweep: Path) -> list[float]:
     for lines in _job_lines(sweep):
         out.append(sum(_stamp(b) - _stamp(a) for a, b in itertools.pairwise(lines) if "Cache miss heads" in a))
     return out
+
+
+PAIR_LINE = re.compile(r"\] - pair \d+/\d+ \(")
+
+
+def pair_seconds(run: Path) -> list[float]:
+    """Each alpha pair's seconds in a task=dear_grid run, from its log's `pair i/n` lines: the first
+    from the log's first line (it holds the dissection and the extraction: one run's work), each later
+    one from the pair line before it."""
+    (log,) = run.glob("*.log")
+    lines = [x for x in log.read_text().splitlines() if x.startswith("[20")]
+    stamps = [_stamp(lines[0])] + [_stamp(x) for x in lines if PAIR_LINE.search(x)]
+    return [b - a for a, b in itertools.pairwise(stamps)]
 
 
 def random_detector(cfg: Any) -> Any:
@@ -289,6 +304,9 @@ def table(result: dict[str, Any]) -> str:
             f"{result['sweep_ratio_in_process']:.2f}x itself less its later jobs) |",
             f"| each sweep job after the first (its log) | {result['sweep_later_job_s']:.2f} s, of which solving "
             f"heads {result['sweep_later_fit_s']:.2f} s |",
+            f"| the same 5x5 pairs in one run (task=dear_grid), cold cache | {result['grid']['wall_s']:.1f} s "
+            f"({result['grid_ratio']:.2f}x one run; {result['grid_ratio_in_process']:.2f}x itself less its later pairs) |",
+            f"| each pair after the first (its log) | {result['grid_later_pair_s']:.2f} s |",
         ]
     if "online" in result:
         lines.append(f"| one online-mode run | {result['online']['wall_s']:.1f} s |")
@@ -344,6 +362,17 @@ def main() -> None:
         result["sweep_ratio_in_process"] = result["sweep"]["wall_s"] / (result["sweep"]["wall_s"] - later)
         result["sweep_later_job_s"] = later / len(jobs[1:])
         result["sweep_later_fit_s"] = sum(fits[1:]) / len(jobs[1:])
+        # the same 25 pairs in one process (task=dear_grid), against the one run and against itself
+        # less its 24 later pairs
+        grid_args = ["task=dear_grid", f"prune.alpha_low=[{LOWS}]", f"prune.alpha_high=[{HIGHS}]"]
+        grid = [*common, *grid_args, f"cache.dir={out}/cache_grid", f"hydra.run.dir={out}/grid"]
+        result["grid"] = timed(grid, out, "grid_5x5")
+        result["grid_ratio"] = result["grid"]["wall_s"] / result["single"]["wall_s"]
+        pairs = pair_seconds(out / "grid")
+        later = sum(pairs[1:])
+        result["grid_pairs_s"] = pairs
+        result["grid_ratio_in_process"] = result["grid"]["wall_s"] / (result["grid"]["wall_s"] - later)
+        result["grid_later_pair_s"] = later / len(pairs[1:])
     if "online" in flags:
         online = ["head=reference", "head.mode=online", "task.controls=false", f"cache.dir={out}/cache_online"]
         result["online"] = timed([*common, *online, f"hydra.run.dir={out}/online"], out, "single_online")

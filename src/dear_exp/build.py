@@ -165,10 +165,11 @@ def evaluation(
     benchmark: BenchmarkDataModule,
     heads: dict[str, torch.nn.Module],
     calibrated: dict[str, float] | None,
+    folder: Path | None = None,
 ) -> Evaluation:
     """task=dear's and task=evaluate's evaluation, as `task.*` configures it; scores.csv (rank 0) into
-    the run folder when task.scores=csv."""
-    out = Path(cfg.paths.work_dir) / "scores.csv"
+    `folder` (the run folder unless given) when task.scores=csv."""
+    out = (folder or Path(cfg.paths.work_dir)) / "scores.csv"
     return evaluate(
         store,
         benchmark,

@@ -98,6 +98,12 @@ class FeatureCache:
         self.enabled = enabled
         self.hits = 0
         self.misses = 0
+        self.kept: dict[Path, Tensors] | None = None
+
+    def keep(self) -> None:
+        """From now on, every entry fetched is also kept in memory for this object's life and served
+        from there (also with the cache disabled): task=dear_grid reads the same rows for every pair."""
+        self.kept = {} if self.kept is None else self.kept
 
     def path(self, kind: str, parts: dict[str, Any]) -> Path:
         return self.root / kind / f"{digest({'format': FORMAT, 'kind': kind, **parts})[:40]}.safetensors"
@@ -124,6 +130,20 @@ class FeatureCache:
         """Several entries at once: `compute(missing)` gets the positions of the misses and computes
         them together (one backbone pass over all of them). Locks are taken in path order, so two
         jobs that need overlapping entries cannot deadlock."""
+        if self.kept is None:
+            return self._fetch_many(kind, requests, compute, collective)
+        paths = [self.path(kind, parts) for parts, _ in requests]
+        if not all(p in self.kept for p in paths):
+            self.kept.update(zip(paths, self._fetch_many(kind, requests, compute, collective)))
+        return [self.kept[p] for p in paths]
+
+    def _fetch_many(
+        self,
+        kind: str,
+        requests: list[tuple[dict[str, Any], str]],
+        compute: Callable[[list[int]], list[Tensors]],
+        collective: bool,
+    ) -> list[Tensors]:
         if not self.enabled:
             return self._compute(compute, list(range(len(requests))), collective)
         paths = [self.path(kind, parts) for parts, _ in requests]

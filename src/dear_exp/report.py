@@ -513,24 +513,44 @@ def compare_rows(
     return head, lines, best
 
 
-def run_identity(cfg: DictConfig, task: str) -> dict[str, Any]:
+def run_identity(cfg: DictConfig, task: str, prune: Any = None) -> dict[str, Any]:
     """The config keys that tell one run's rows from another's in a combined results table. Alpha
-    levels only where the prune mode reads them, the solver only where a head was refitted."""
+    levels only where the prune mode reads them, the solver only where a head was refitted. `prune`:
+    the settings the rows were pruned with, where not cfg.prune's (one pair of task=dear_grid)."""
     net = cfg.detector.net
     refits = task == "dear"
-    levels = refits and cfg.prune.mode not in ("none", "released")
+    prune = prune if prune is not None else cfg.prune
+    levels = refits and prune.mode not in ("none", "released")
     return {
         "task": task,
         "detector": cfg.detector.name,
         "layer": net.get("feature_layer", net.get("block", "")),
         "benchmark": cfg.benchmark.name,
-        "prune_mode": cfg.prune.mode if refits else "",
-        "alpha_low": cfg.prune.alpha_low if levels else "",
-        "alpha_high": cfg.prune.alpha_high if levels else "",
+        "prune_mode": prune.mode if refits else "",
+        "alpha_low": prune.alpha_low if levels else "",
+        "alpha_high": prune.alpha_high if levels else "",
         "solver": f"{cfg.head.solver}-{cfg.head.mode}" if refits else "",
         "seed": cfg.seed,
         "threads": cfg.threads,
     } | ({"max_sample": cfg.benchmark.max_sample} if cfg.benchmark.get("max_sample") is not None else {})
+
+
+def save_loggers(loggers: list[Any]) -> None:
+    """Write what the loggers hold: Lightning's CSV logger writes metrics.csv only on save, which no
+    trainer.fit calls in a run whose heads are solved on cached rows."""
+    for lg in loggers:
+        lg.save()
+
+
+def write_results(out_dir: Path, rows: list[dict[str, Any]], identity: dict[str, Any]) -> None:
+    """results.csv (every row with the run's identity) and results.md (the tables per setting, the
+    leaderboards, the confusion matrices)."""
+    from dear_exp.leaderboard import confusion_markdown, leaderboard_markdown
+
+    write_csv(out_dir / "results.csv", rows, identity)
+    write_atomic(
+        out_dir / "results.md", "\n".join([markdown_table(rows), leaderboard_markdown(rows), confusion_markdown(rows)])
+    )
 
 
 def write_report(
@@ -540,13 +560,10 @@ def write_report(
     console table, the plots when `draw` (R.Acc/F.Acc, severity, ROC and PR curves), and the same to
     every logger."""
     from dear_exp.curves import plot_curves
-    from dear_exp.leaderboard import confusion_markdown, leaderboard_markdown, log_tables
+    from dear_exp.leaderboard import log_tables
 
     rows = evaluation.rows
-    write_csv(out_dir / "results.csv", rows, run_identity(cfg, task))
-    write_atomic(
-        out_dir / "results.md", "\n".join([markdown_table(rows), leaderboard_markdown(rows), confusion_markdown(rows)])
-    )
+    write_results(out_dir, rows, run_identity(cfg, task))
     if in_multirun():  # 25 jobs' tables would bury each other: one line each, the tables in results.md
         log.info("%s", job_line(rows))
     else:
@@ -573,6 +590,7 @@ def write_report(
                 if not is_missing(r[k])
             }
         )
+    save_loggers(loggers)
     return {
         f"{r['model']}/{r['postprocess']}/{r['subset']}/{k}": r[k]
         for r in rows
@@ -672,9 +690,11 @@ def save_refit(
     detector: Detector,
     loggers: list[Any],
     draw: bool = True,
+    quiet: bool = False,
 ) -> list[str]:
     """The run's own head (head.safetensors), each control's (head_<name>.safetensors), refit.csv, the
-    dissection and its plot; the fit summaries to every logger. Returns the names written."""
+    dissection and its plot; the fit summaries to every logger; the refit table on the console unless
+    `quiet` or in a multirun job. Returns the names written."""
     from dear_exp.refit.head import head_identity, save_head
 
     identity = head_identity(detector)  # hashes the detector's weights: once for every head
@@ -688,7 +708,7 @@ def save_refit(
     writer.writeheader()
     writer.writerows(refit_lines(fits))
     write_atomic(out_dir / "refit.csv", buf.getvalue())
-    if not in_multirun():
+    if not (quiet or in_multirun()):
         print_refit(fits)
     log_summary(
         loggers,

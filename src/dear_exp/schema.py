@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import itertools
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -258,6 +259,52 @@ def _is_missing(value: Any) -> bool:
     return isinstance(value, str) and value == "???"
 
 
+ALPHAS = ("alpha_low", "alpha_high")
+
+
+def alpha_pairs(prune: Mapping[str, Any]) -> list[tuple[Any, Any]]:
+    """task=dear_grid's pairs: every prune.alpha_low x prune.alpha_high, each a number or a list of
+    numbers, alpha_low-major (a multirun's order)."""
+    levels = []
+    for k in ALPHAS:
+        value = prune.get(k)
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        if not values:
+            raise DearError(f"prune.{k}=[] lists no value; give one or more (e.g. prune.{k}=[0.1,0.2])")
+        twice = [v for v in values if values.count(v) > 1]
+        if twice:
+            raise DearError(f"prune.{k}={values} lists {twice[0]} twice; give each value once")
+        levels.append(values)
+    return list(itertools.product(*levels))
+
+
+def _check_grid(tree: dict[str, Any], task: Mapping[str, Any]) -> None:
+    """prune.alpha_low / alpha_high as lists: task=dear_grid's grid, every pair checked as one prune
+    setting (the tree then holds the first, for the checks that follow); any other task takes one value."""
+    prune = tree.get("prune")
+    if not isinstance(prune, dict) or "_target_" not in prune:
+        return
+    listed = [k for k in ALPHAS if isinstance(prune.get(k), list)]
+    if task.get("name") != "dear_grid":
+        if listed:
+            k = listed[0]
+            raise DearError(
+                f"prune.{k}={prune[k]} is a list: task=dear_grid runs every alpha pair in one process; "
+                f"task={task.get('name')} takes one value (or a multirun, a job per value: -m prune.{k}=0.1,0.2)"
+            )
+        return
+    if prune.get("mode") in ("none", "released"):
+        raise DearError(
+            f"task=dear_grid varies prune.alpha_low and prune.alpha_high, which prune.mode={prune['mode']} "
+            "does not read; use prune=bilateral (or high, low, random)"
+        )
+    target = _target("prune", prune)
+    pairs = alpha_pairs(prune)
+    for low, high in pairs:
+        settings(target, {**prune, "alpha_low": low, "alpha_high": high}, "prune")
+    tree["prune"] = {**prune, "alpha_low": pairs[0][0], "alpha_high": pairs[0][1]}
+
+
 def validate(cfg: DictConfig) -> None:
     """The whole config, before any work: every typed group, every `_target_`, every counted value."""
     tree: dict[str, Any] = {}
@@ -266,6 +313,8 @@ def validate(cfg: DictConfig) -> None:
             tree[str(k)] = OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
         except Exception:  # an interpolation only a running Hydra job resolves (hydra:runtime.output_dir)
             tree[str(k)] = OmegaConf.to_container(cfg[k], resolve=False) if OmegaConf.is_config(cfg[k]) else None
+    task = tree.get("task", {})
+    _check_grid(tree, task)
     for item, value in _leaves(tree, ""):
         key = item.replace("[]", "")
         name = key.split(".")[-1]
@@ -280,7 +329,6 @@ def validate(cfg: DictConfig) -> None:
     workers = tree.get("num_workers")
     if workers != "auto" and not (isinstance(workers, int) and not isinstance(workers, bool) and workers >= 0):
         raise fail("num_workers", workers, "must be auto or a whole number >= 0", "0")
-    task = tree.get("task", {})
     if "thresholds" in task and not task["thresholds"]:
         raise DearError(
             "task.thresholds=[] lists no threshold policy; give at least one (e.g. task.thresholds=[logit0])"
@@ -327,7 +375,7 @@ def cross_checks(tree: dict[str, Any]) -> None:
             f"training crops would be zero-padded to {fixed}; use augment=crop224 or augment.crop={fixed}"
         )
     limit = (tree.get("trainer") or {}).get("limit_predict_batches")
-    if limit is not None and limit != 1.0 and (tree.get("task") or {}).get("name") == "dear":
+    if limit is not None and limit != 1.0 and (tree.get("task") or {}).get("name") in ("dear", "dear_grid"):
         raise DearError(
             f"trainer.limit_predict_batches={limit}: feature rows are always extracted whole, so that "
             "cache entries are complete; use a smaller benchmark (e.g. demo.scale=tiny) to debug"

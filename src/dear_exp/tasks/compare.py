@@ -145,9 +145,8 @@ def find_runs(patterns: list[str]) -> list[Path]:
     return list(dict.fromkeys(runs))
 
 
-def run(cfg: DictConfig) -> dict[str, float]:
-    patterns = [cfg.task.runs] if isinstance(cfg.task.runs, str) else list(cfg.task.runs)
-    runs = find_runs(patterns)
+def read_runs(runs: list[Path]) -> list[tuple[Path, list[dict[str, str]]]]:
+    """Each run folder's results.csv rows, checked for the columns a comparison reads."""
     read = []
     for folder in runs:
         with open(folder / "results.csv", newline="") as f:
@@ -159,15 +158,35 @@ def run(cfg: DictConfig) -> dict[str, float]:
                 "give results of task=dear or task=evaluate"
             )
         read.append((folder, rows))
+    return read
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    patterns = [cfg.task.runs] if isinstance(cfg.task.runs, str) else list(cfg.task.runs)
+    runs = find_runs(patterns)
+    out_dir, read = Path(cfg.paths.work_dir), read_runs(runs)
+    head, lines, best = summarise(read, out_dir, bool(cfg.task.get("over_seeds")))
+    _print(head, lines, best)
+    drawn = heatmaps([rows for _, rows in read], out_dir)
+    if drawn:
+        log.info("alpha_low x alpha_high heatmaps: %s", ", ".join(drawn))
+    log.info("Compared %d runs: %s", len(runs), Path(cfg.paths.output_dir) / "compare.md")  # where staging puts it
+    return {"runs": float(len(runs))}
+
+
+def summarise(
+    read: list[tuple[Path, list[dict[str, str]]]], out_dir: Path, seeds: bool = False
+) -> tuple[list[str], list[list[str]], set[tuple[int, int]]]:
+    """compare.csv and compare.md of the runs' rows (`read_runs`), their lines and best cells;
+    `seeds`: runs that differ only in their seed as one line (`over_seeds`)."""
     tables: list[tuple[str, list[dict[str, Any]]]]
-    if cfg.task.get("over_seeds"):
+    if seeds:
         tables = over_seeds(read)
     else:
         names = labels([rows[0] for _, rows in read], [folder for folder, _ in read], (*IDENTITY, "seed"))
         idents = [tuple(rows[0].get(k, "") for k in (*BASE, "seed")) for _, rows in read]
         tables = base_once([(name, rows) for name, (_, rows) in zip(names, read)], idents)
     head, lines, best = compare_rows(tables)
-    out_dir = Path(cfg.paths.work_dir)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([*head, "best"])
@@ -178,12 +197,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     for i, line in enumerate(lines):
         md.append("| " + " | ".join(f"**{c}**" if (i, j) in best else c for j, c in enumerate(line)) + " |")
     write_atomic(out_dir / "compare.md", "\n".join(md) + "\n")
-    _print(head, lines, best)
-    drawn = heatmaps([rows for _, rows in read], out_dir)
-    if drawn:
-        log.info("alpha_low x alpha_high heatmaps: %s", ", ".join(drawn))
-    log.info("Compared %d runs: %s", len(runs), Path(cfg.paths.output_dir) / "compare.md")  # where staging puts it
-    return {"runs": float(len(runs))}
+    return head, lines, best
 
 
 HEATMAP_METRICS = ("AUC", "F.Acc", "Acc")
@@ -231,10 +245,13 @@ def colour_range(z: list[list[float]]) -> tuple[float, float]:
     return low, low + MIN_SPAN
 
 
-def heatmaps(tables: list[list[dict[str, str]]], out_dir: Path) -> list[str]:
+def heatmaps(
+    tables: list[list[dict[str, str]]], out_dir: Path, draw: bool = True, only: str | None = None
+) -> list[str]:
     """For a sweep over alpha_low x alpha_high (at least two values of one): heatmaps.csv (the mean over
-    runs of each cell) and one heatmaps_<policy>.png per threshold policy, a row per setting and a
-    column per metric (AUC, F.Acc, Acc of DEAR's mean row). Returns the files written."""
+    runs of each cell) and, when `draw`, one heatmaps_<policy>.png per threshold policy (`only`: that
+    policy's), a row per setting and a column per metric (AUC, F.Acc, Acc of DEAR's mean row). Returns
+    the files written."""
     cells = heatmap_cells(tables)
     grid = {a for per in cells.values() for a in per}
     lows, highs = sorted({a for a, _ in grid}), sorted({b for _, b in grid})
@@ -248,12 +265,14 @@ def heatmaps(tables: list[list[dict[str, str]]], out_dir: Path) -> list[str]:
             w.writerow([policy, setting, metric, lo, hi, f"{statistics.fmean(values):.4f}", len(values)])
     write_atomic(out_dir / "heatmaps.csv", buf.getvalue())
     written = ["heatmaps.csv"]
+    if not draw:
+        return written
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    for policy in dict.fromkeys(p for p, _, _ in cells):
+    for policy in dict.fromkeys(p for p, _, _ in cells if only in (None, p)):
         settings = list(dict.fromkeys(s for p, s, _ in cells if p == policy))
         fig, axes = plt.subplots(len(settings), 3, figsize=(9.6, 2.8 * len(settings)), squeeze=False)
         for i, setting in enumerate(settings):

@@ -1,0 +1,157 @@
+"""task=dear_grid: task=dear over every prune.alpha_low x prune.alpha_high pair, in one process.
+
+A multirun (`-m prune.alpha_low=0.0,0.1 ...`) runs a Hydra job per pair: its own folder, log, config
+files, loggers and W&B run, which cost a cached job about as much again as its head fits. Here the
+detector, the data, the dissection and the cached rows are set up once and each pair costs its head
+fits and its evaluation from the cache. Each pair's files are those its multirun job writes, with
+the same values (pairs/<alpha_low>_<alpha_high>/: results.csv, results.md, refit.csv, the heads, the
+dissection; scores.csv with task.scores=csv), and the grid's own are task=compare's over them
+(compare.csv, compare.md, heatmaps.csv and heatmaps_<policy>.png), a table on the console, and to the
+loggers the comparison as a table and each pair's mean rows as one step."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from dear_exp import schema
+from dear_exp.errors import DearError
+from dear_exp.features import describe_cache
+from dear_exp.prune import PruneSettings, needs_rad
+from dear_exp.refit import RefitSettings
+from dear_exp.report import (
+    MODEL_NAMES,
+    cell,
+    is_missing,
+    job_line,
+    lead_policy,
+    plots_wanted,
+    run_identity,
+    save_loggers,
+    save_refit,
+    write_results,
+)
+from dear_exp.tasks.compare import heatmaps, read_runs, summarise
+from dear_exp.tasks.dear import fit_pair, prepare
+
+log = logging.getLogger(__name__)
+
+
+def folder_name(prune: PruneSettings) -> str:
+    return f"{prune.alpha_low:g}_{prune.alpha_high:g}"
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    head: RefitSettings = schema.build(cfg.head, "head")
+    if cfg.task.fragility.enabled:
+        raise DearError(
+            "task.fragility.enabled=true reads one alpha pair's bands: run it with task=dear or task=fragility"
+        )
+    p = cfg.prune
+    pairs = [
+        PruneSettings(mode=p.mode, alpha_low=float(lo), alpha_high=float(hi), seed=p.seed)
+        for lo, hi in schema.alpha_pairs(OmegaConf.to_container(p, resolve=True))  # type: ignore[arg-type]
+    ]
+    draw = plots_wanted(cfg.task.plots)
+    prepared = prepare(cfg, head, needs_rad(p.mode))
+    prepared.store.cache.keep()  # every pair reads the same rows: from the disk once
+    masks = [prepared.masks(pair) for pair in pairs]  # an impossible pair fails before the rows are extracted
+    prepared.read_rows()
+    out_dir = Path(cfg.paths.work_dir)
+    folders: list[Path] = []
+    for i, (pair, mask) in enumerate(zip(pairs, masks)):
+        folder = out_dir / "pairs" / folder_name(pair)
+        folder.mkdir(parents=True)
+        fits, results = fit_pair(prepared, pair, mask, [], folder)
+        if prepared.trainer.is_global_zero:
+            save_refit(cfg, folder, fits, prepared.scores, prepared.detector, [], draw=False, quiet=True)
+            write_results(folder, results.rows, run_identity(cfg, "dear", pair))
+            log.info("pair %d/%d (%s): %s", i + 1, len(pairs), folder_name(pair), job_line(results.rows))
+            folders.append(folder)
+    log.info("Feature cache: %s", describe_cache(prepared.store.cache))
+    if not prepared.trainer.is_global_zero:
+        return {}
+    read = read_runs(folders)
+    head_row, lines, _ = summarise(read, out_dir)
+    tables = [rows for _, rows in read]
+    # the lead policy's figure (each costs a second or more; task=compare on pairs/* draws them all)
+    drawn = heatmaps(tables, out_dir, draw, lead_policy([r for rows in tables for r in rows]))
+    print_grid(tables, [int(list(m.values())[-1].sum()) for m in masks])
+    metrics = log_grid(prepared.loggers, read, head_row, lines, [out_dir / f for f in drawn if f.endswith(".png")])
+    log.info(
+        "Wrote pairs/<alpha_low>_<alpha_high>/ for %d pairs, compare.csv, compare.md, %s (into %s when the run ends)",
+        len(pairs),
+        ", ".join(drawn),
+        cfg.paths.output_dir,
+    )
+    return metrics
+
+
+def _means(rows: list[dict[str, str]], policy: str) -> list[dict[str, str]]:
+    return [r for r in rows if r.get("threshold_policy", "logit0") == policy and r["subset"].startswith("mean")]
+
+
+def print_grid(tables: list[list[dict[str, str]]], kept: list[int]) -> None:
+    """The lead policy's mean R.Acc / F.Acc per setting: the base detector and the refit control once
+    (the same in every pair), then DEAR and its random control per pair (`kept`: its channels)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    policy = lead_policy([r for rows in tables for r in rows])
+    columns = list(dict.fromkeys((r["postprocess"], r["subset"]) for r in _means(tables[0], policy)))
+    table = Table(title=f"alpha grid: mean R.Acc / F.Acc, threshold {policy} (every table: compare.md)")
+    for name in ("model", "alpha_low", "alpha_high", "kept"):
+        table.add_column(name, justify="left" if name == "model" else "right")
+    for setting, subset in columns:
+        table.add_column(setting if subset == "mean" else f"{setting} {subset.removeprefix('mean:')}", justify="right")
+
+    def line(rows: list[dict[str, str]], model: str, first: list[str]) -> None:
+        by = {(r["postprocess"], r["subset"]): r for r in _means(rows, policy) if r["model"] == model}
+        if by:
+            table.add_row(
+                MODEL_NAMES.get(model, model),
+                *first,
+                *(f"{cell(by[c]['R.Acc'])} / {cell(by[c]['F.Acc'])}" if c in by else "" for c in columns),
+            )
+
+    line(tables[0], "base", ["", "", ""])
+    line(tables[0], "refit", ["", "", ""])
+    for rows, n in zip(tables, kept):
+        for model in ("dear", "random"):
+            line(rows, model, [rows[0]["alpha_low"], rows[0]["alpha_high"], str(n)])
+    Console(width=max(120, Console().width)).print(table)
+
+
+def log_grid(
+    loggers: list[Any],
+    read: list[tuple[Path, list[dict[str, str]]]],
+    head: list[str],
+    lines: list[list[str]],
+    images: list[Path],
+) -> dict[str, float]:
+    """To every logger: the comparison as a table (`grid`), the heatmaps, and per pair (a step each) its
+    alphas and DEAR's and the random control's mean rows. Returns the pairs' logit-0 mean rows."""
+    returned: dict[str, float] = {}
+    for lg in loggers:
+        if hasattr(lg, "log_table"):
+            lg.log_table(key="grid", columns=head, data=lines)
+        if hasattr(lg, "log_image"):
+            for path in images:
+                lg.log_image(key=path.stem, images=[str(path)])
+    for step, (folder, rows) in enumerate(read):
+        values = {"grid/alpha_low": float(rows[0]["alpha_low"]), "grid/alpha_high": float(rows[0]["alpha_high"])}
+        for r in rows:
+            if r["model"] in ("dear", "random") and r["subset"].startswith("mean"):
+                policy = r.get("threshold_policy", "logit0")
+                for k in ("AUC", "R.Acc", "F.Acc", "Acc"):
+                    if not is_missing(r[k]):
+                        values[f"grid/{r['model']}/{policy}/{r['postprocess']}/{r['subset']}/{k}"] = float(r[k])
+                        if policy == "logit0":
+                            returned[f"{folder.name}/{r['model']}/{r['postprocess']}/{r['subset']}/{k}"] = float(r[k])
+        for lg in loggers:
+            lg.log_metrics(values, step=step)
+    save_loggers(loggers)
+    return returned

@@ -1,0 +1,128 @@
+"""task=dear_grid: every alpha pair in one process, each pair's files those of its multirun job."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from dear_exp.cache import FeatureCache
+from tests.helpers import read_csv, run_cli, run_entry
+
+PAIR_FILES = (
+    "results.csv",
+    "results.md",
+    "refit.csv",
+    "head.safetensors",
+    "head_random.safetensors",
+    "head_refit.safetensors",
+    "rad_scores.csv",
+    "dissection.safetensors",
+)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("cli")
+def test_a_grid_writes_what_its_multirun_jobs_write_byte_for_byte(tiny_demo: Path, tmp_path: Path):
+    """The same pairs as a multirun and as a grid, each solving its own heads on the same cached rows:
+    every pair's files equal its job's; the grid's comparison equals task=compare's over the jobs."""
+    root = tmp_path / "root"
+    shutil.copytree(tiny_demo, root)
+    common = ["+experiment=demo", "+debug=fdr", "logger=csv"]
+    sweep = run_cli(
+        "-m",
+        *common,
+        "prune.alpha_low=0.1,0.2",
+        "prune.alpha_high=0.9",
+        "cache.dir=c1",
+        "hydra.sweep.dir=sweep",
+        cwd=root,
+    )
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    job_metrics = read_csv(next((root / "sweep" / "0" / "csv").glob("version_*/metrics.csv")))
+    assert any(r.get("test/dear/logit0/jpeg75/mean/F.Acc") for r in job_metrics)  # written with no trainer.fit
+    shutil.copytree(root / "c1", root / "c2", ignore=shutil.ignore_patterns("heads"))
+    grid = run_cli(
+        *common,
+        "task=dear_grid",
+        "prune.alpha_low=[0.1,0.2]",
+        "prune.alpha_high=[0.9]",
+        "cache.dir=c2",
+        "hydra.run.dir=grid",
+        cwd=root,
+    )
+    assert grid.returncode == 0, grid.stderr[-3000:]
+    assert "Cache miss heads: computing NPR@layer2: dear head" in grid.stdout  # solved here, not read
+    assert "pair 2/2 (0.2_0.9)" in grid.stdout and "alpha grid: mean R.Acc / F.Acc" in grid.stdout
+    out = root / "grid"
+    assert sorted(p.name for p in (out / "pairs").iterdir()) == ["0.1_0.9", "0.2_0.9"]
+    for job, pair in (("0", "0.1_0.9"), ("1", "0.2_0.9")):
+        for name in PAIR_FILES:
+            assert (out / "pairs" / pair / name).read_bytes() == (root / "sweep" / job / name).read_bytes(), (
+                pair,
+                name,
+            )
+    assert not (out / "pairs" / "0.1_0.9" / "scores.csv").exists()  # task.scores=none unless asked
+    # the lead policy's heatmap only (task=compare draws every policy's)
+    assert sorted(p.name for p in out.glob("heatmaps*")) == ["heatmaps.csv", "heatmaps_calibrated.png"]
+    compare = run_cli("task=compare", "task.runs=[sweep/*]", "hydra.run.dir=cmp", cwd=root)
+    assert compare.returncode == 0, compare.stderr[-3000:]
+    for name in ("compare.csv", "compare.md", "heatmaps.csv"):
+        assert (out / name).read_bytes() == (root / "cmp" / name).read_bytes(), name
+    steps = read_csv(next((out / "csv").glob("version_*/metrics.csv")))
+    logged = [r for r in steps if r.get("grid/alpha_low")]
+    assert [(float(r["grid/alpha_low"]), int(r["step"])) for r in logged] == [(0.1, 0), (0.2, 1)]
+    dear = [
+        r
+        for r in read_csv(root / "sweep" / "1" / "results.csv")
+        if (r["model"], r["threshold_policy"], r["postprocess"], r["subset"]) == ("dear", "logit0", "jpeg75", "mean")
+    ]
+    assert float(logged[1]["grid/dear/logit0/jpeg75/mean/F.Acc"]) == pytest.approx(float(dear[0]["F.Acc"]))
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["prune.alpha_low=[0.1,0.2]"], "prune.alpha_low=[0.1, 0.2] is a list: task=dear_grid runs every alpha pair"),
+        (
+            ["task=dear_grid", "prune.alpha_low=[0.1,0.9]", "prune.alpha_high=[0.8]"],
+            "prune.alpha_low=0.9 and prune.alpha_high=0.8 must satisfy 0 <= alpha_low < alpha_high",
+        ),
+        (["task=dear_grid", "prune.alpha_low=[0.1,0.1]"], "lists 0.1 twice"),
+        (["task=dear_grid", "prune.alpha_high=[]"], "prune.alpha_high=[] lists no value"),
+        (["task=dear_grid", "prune=none", "prune.alpha_low=[0.1,0.2]"], "which prune.mode=none does not read"),
+        (["task=dear_grid", "task.fragility.enabled=true"], "task.fragility.enabled=true reads one alpha pair"),
+    ],
+)
+def test_a_grid_that_cannot_run_fails_in_one_line_before_any_work(args, fragment, tmp_path, monkeypatch, capfd):
+    rc, out = run_entry(["demo.scale=tiny", *args], tmp_path, monkeypatch, capfd)
+    assert rc == 2, out[-3000:]
+    assert "Traceback" not in out
+    assert fragment in out.strip().splitlines()[-1], out[-2000:]
+    assert not list(tmp_path.rglob("pairs")) and not list(tmp_path.rglob("*.safetensors"))
+
+
+def test_a_kept_cache_reads_an_entry_once_and_serves_it_from_memory(tmp_path: Path, monkeypatch):
+    cache = FeatureCache(tmp_path)
+    computed = []
+
+    def compute():
+        computed.append(1)
+        return {"x": torch.arange(3.0)}
+
+    first = cache.fetch("rows", {"a": 1}, compute)
+    loads = []
+    load = FeatureCache._load
+    monkeypatch.setattr(FeatureCache, "_load", staticmethod(lambda path: loads.append(path) or load(path)))
+    assert torch.equal(FeatureCache(tmp_path).fetch("rows", {"a": 1}, compute)["x"], first["x"])
+    assert len(loads) == 1 and computed == [1]  # without keep: read from the disk each time
+    cache.keep()
+    a = cache.fetch("rows", {"a": 1}, compute)
+    b = cache.fetch("rows", {"a": 1}, compute)
+    assert a is b and len(loads) == 2 and computed == [1]  # read once more, then from memory
+    off = FeatureCache(tmp_path / "off", enabled=False)
+    off.keep()
+    off.fetch("rows", {"a": 2}, compute)
+    off.fetch("rows", {"a": 2}, compute)
+    assert computed == [1, 1]  # the cache disabled: computed once for the run, nothing written
+    assert not (tmp_path / "off").exists()
