@@ -234,7 +234,12 @@ def run_summary(cfg: DictConfig, config: Path) -> str:
         )
     if task in ("dear", "dear_grid"):
         p, h = cfg.prune, cfg.head
-        lines.append(f"prune {p.mode} {p.alpha_low}/{p.alpha_high}, head {h.solver} ({h.mode}, init {h.init})")
+        levels = (
+            f"{p.alpha_low}/{p.alpha_high}"
+            if task == "dear"
+            else f"alpha_low {p.alpha_low} x alpha_high {p.alpha_high}"
+        )
+        lines.append(f"prune {p.mode} {levels}, head {h.solver} ({h.mode}, init {h.init})")
     lines.append(f"seed {cfg.seed}, threads {cfg.threads}; the whole config: {config}")
     return "\n  ".join(lines)
 

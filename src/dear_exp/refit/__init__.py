@@ -22,7 +22,7 @@ from dear_exp.detectors.deferred import real
 from dear_exp.errors import DearError
 from dear_exp.refit.adam import DEARModule, FeatureRefitDataModule, HeadModule, PlateauLRDrop, RefitDataModule, adam_fit
 from dear_exp.refit.head import MaskedLinearHead, load_head, save_head, starting_head
-from dear_exp.refit.newton import NewtonFit, Solve, newton_fit
+from dear_exp.refit.newton import NewtonFit, Solve, channel_stats, newton_fit
 from dear_exp.refit.rows import Views, view_rows
 from dear_exp.refit.settings import RefitSettings
 from dear_exp.report import MODEL_NAMES
@@ -40,6 +40,7 @@ __all__ = [
     "PlateauLRDrop",
     "RefitDataModule",
     "RefitSettings",
+    "SharedRows",
     "Solve",
     "Views",
     "adam_fit",
@@ -50,6 +51,23 @@ __all__ = [
     "view_rows",
 ]
 log = logging.getLogger(__name__)
+
+
+class SharedRows:
+    """What every head solved on the same cached rows (train, inpaint, val) shares, computed when first
+    needed: their fingerprint (the `heads` cache key: 12 MB of rows on make bench's data, 25 ms) and
+    each channel's mean and sd (`channel_stats`). One per run; task=dear_grid keeps one for every pair."""
+
+    def __init__(self, rows: tuple[Tensors, Tensors, Tensors]) -> None:
+        self.rows = rows
+
+    @functools.cached_property
+    def key(self) -> str:
+        return tensors_fingerprint(t for r in self.rows for t in (r["pooled"], r["label"]))
+
+    @functools.cached_property
+    def stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return channel_stats(self.rows[0])
 
 
 @dataclass
@@ -66,15 +84,14 @@ class HeadFit:
 def _newton(
     name: str,
     mask: torch.Tensor,
-    rows: tuple[Tensors, Tensors, Tensors],
+    shared: SharedRows,
     s: RefitSettings,
     own: torch.nn.Linear | None,
     device: torch.device,
     store: FeatureStore | None,
-    rows_key: Callable[[], str],
 ) -> HeadFit:
     """A Newton solve, as a feature-cache entry when a store is given (rank 0 solves, the others receive
-    it; a sweep's controls are solved once): keyed by the rows' content (`rows_key`), the mask and the
+    it; a sweep's controls are solved once): keyed by the rows' content (`shared.key`), the mask and the
     settings."""
     channels, kept = mask.numel(), int(mask.sum())
     init = None
@@ -84,14 +101,15 @@ def _newton(
     l2 = [float(v) for v in s.l2]
 
     def solve() -> Tensors:
-        return newton_fit(*rows, mask, s.inpaint_weight, l2, s.tol, s.max_iter, init, device).to_tensors()
+        fit = newton_fit(*shared.rows, mask, s.inpaint_weight, l2, s.tol, s.max_iter, init, device, shared.stats)
+        return fit.to_tensors()
 
     if store is None:
         tensors = solve()
     else:
         parts = {
             "solver": "newton",
-            "rows": rows_key(),
+            "rows": shared.key,
             "mask": tensors_fingerprint([mask.float()]),
             "l2": l2,
             "inpaint_weight": float(s.inpaint_weight),
@@ -116,22 +134,21 @@ def refit_heads(
     trainer_for: Callable[[str], L.Trainer] | None = None,
     seed: int = 0,
     batch_sizes: tuple[int, int] = (64, 16),
+    shared: SharedRows | None = None,
 ) -> list[HeadFit]:
     """One head per mask, in the masks' order, each refitted from the same data with the same solver.
 
     rows: the cached (train, inpaint, val) rows (`view_rows`); online: the image data of
     head.mode=online instead; trainer_for(name): a fresh Lightning trainer for each Adam fit;
-    batch_sizes: adam's (training, inpaint) batch sizes on the cached rows."""
+    batch_sizes: adam's (training, inpaint) batch sizes on the cached rows; shared: what the rows'
+    solves share, where kept from an earlier call with the same rows."""
     s, device = settings, torch.device(device)
     own = starting_head(detector, s.init)
     if (rows is None) == (online is None):
         raise ValueError("give the cached rows or the online data, not both")
+    if rows is not None and (shared is None or shared.rows is not rows):
+        shared = SharedRows(rows)
     fits = []
-
-    @functools.cache
-    def rows_key() -> str:  # hashed once for every head of the run (12 MB of rows on make bench's data: 25 ms)
-        assert rows is not None
-        return tensors_fingerprint(t for r in rows for t in (r["pooled"], r["label"]))
 
     for name, mask in masks.items():
         log.info(
@@ -145,7 +162,8 @@ def refit_heads(
         if s.solver == "newton":
             if rows is None:
                 raise DearError("head.solver=newton solves on the cached rows: set head.mode=cached")
-            fits.append(_newton(name, mask, rows, s, own, device, store, rows_key))
+            assert shared is not None
+            fits.append(_newton(name, mask, shared, s, own, device, store))
             continue
         if trainer_for is None:
             raise ValueError("head.solver=adam fits through Lightning: give trainer_for")

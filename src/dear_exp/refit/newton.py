@@ -313,6 +313,13 @@ class NewtonFit:
         return ((pooled[:, kept].double() - mu) / sd) @ theta[:d] + theta[d]
 
 
+def channel_stats(train: Tensors) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each channel's mean and (population) sd on the training rows, in float64: the standardisation
+    of every mask's solve (a channel's values do not depend on which others are kept)."""
+    x = train["pooled"].double()
+    return x.mean(0), x.std(0, unbiased=False)
+
+
 def newton_fit(
     train: Tensors,
     inpaint: Tensors,
@@ -324,17 +331,18 @@ def newton_fit(
     max_iter: int = 100,
     init: MaskedLinearHead | None = None,
     device: torch.device | str = "cpu",
+    stats: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> NewtonFit:
     """The optimum of the refit objective for `mask`, at the L2 strength of `l2` that gives the lowest
-    validation BCE (ties: the stronger). `init` is only the starting point (the optimum is unique)."""
+    validation BCE (ties: the stronger). `init` is only the starting point (the optimum is unique).
+    `stats`: every channel's `channel_stats` on these training rows, where computed before (the heads
+    of a run share them)."""
     device = torch.device(device)
     kept = mask.bool().to(device)
     channels = mask.numel()
-    x = train["pooled"][:, kept.cpu()].double()
-    mu = x.mean(0).to(device)
-    sd = x.std(0, unbiased=False).to(device)
+    mean, std = stats if stats is not None else channel_stats(train)
+    mu, sd = mean[kept.cpu()].to(device), std[kept.cpu()].to(device)
     sd = torch.where(sd > 1e-12, sd, torch.ones_like(sd))  # a channel constant on the training rows: centred only
-    del x
     groups = [Group(train["pooled"], train["label"], 1.0)]
     if inpaint_weight > 0:
         groups.append(Group(inpaint["pooled"], inpaint["label"], float(inpaint_weight)))

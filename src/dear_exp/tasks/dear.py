@@ -25,7 +25,7 @@ from dear_exp.distributed import rendezvous
 from dear_exp.evaluate import Evaluation, calibration_thresholds
 from dear_exp.features import FeatureStore, describe_cache
 from dear_exp.prune import PruneSettings, needs_rad, run_masks
-from dear_exp.refit import HeadFit, RefitDataModule, RefitSettings, refit_heads, view_rows
+from dear_exp.refit import HeadFit, RefitDataModule, RefitSettings, SharedRows, refit_heads, view_rows
 from dear_exp.report import plots_wanted, save_refit, write_report
 from dear_exp.tasks.fragility import demo_world, premise
 from dear_exp.training import ensure_detector
@@ -50,6 +50,7 @@ class Prepared:
     device: torch.device
     scores: torch.Tensor | None
     rows: Any = None
+    shared: SharedRows | None = None  # what every head solved on the rows shares (their key, channel stats)
 
     def masks(self, prune: PruneSettings) -> dict[str, torch.Tensor]:
         """Every head's channel mask for one prune setting (`run_masks`), the run's own last."""
@@ -70,6 +71,7 @@ class Prepared:
                 cfg.seed,
                 cfg.train_data.batch_size,
             )
+            self.shared = SharedRows(self.rows)
 
 
 def prepare(cfg: DictConfig, head: RefitSettings, rad: bool) -> Prepared:
@@ -128,6 +130,7 @@ def fit_pair(
         ),
         cfg.seed,
         (cfg.train_data.batch_size, cfg.diag_data.batch_size),
+        p.shared,
     )
     heads = {f.name: f.head for f in fits}
     assert p.train.val_set is not None

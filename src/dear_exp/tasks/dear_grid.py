@@ -64,7 +64,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     folders: list[Path] = []
     for i, (pair, mask) in enumerate(zip(pairs, masks)):
         folder = out_dir / "pairs" / folder_name(pair)
-        folder.mkdir(parents=True)
+        folder.mkdir(parents=True, exist_ok=True)  # every rank: an Adam fit's checkpoints go there
         fits, results = fit_pair(prepared, pair, mask, [], folder)
         if prepared.trainer.is_global_zero:
             save_refit(cfg, folder, fits, prepared.scores, prepared.detector, [], draw=False, quiet=True)
