@@ -53,18 +53,20 @@ def test_a_grid_writes_what_its_multirun_jobs_write_byte_for_byte(tiny_demo: Pat
     )
     assert grid.returncode == 0, grid.stderr[-3000:]
     assert "Cache miss heads: computing NPR@layer2: dear head" in grid.stdout  # solved here, not read
-    assert "pair 2/2 (0.2_0.9)" in grid.stdout and "alpha grid: mean R.Acc / F.Acc" in grid.stdout
+    assert "pair 2/2 (1_0.2_0.9)" in grid.stdout and "alpha grid: mean R.Acc / F.Acc" in grid.stdout
     out = root / "grid"
-    assert sorted(p.name for p in (out / "pairs").iterdir()) == ["0.1_0.9", "0.2_0.9"]
-    for job, pair in (("0", "0.1_0.9"), ("1", "0.2_0.9")):
+    assert sorted(p.name for p in (out / "pairs").iterdir()) == ["0_0.1_0.9", "1_0.2_0.9"]
+    for job, pair in (("0", "0_0.1_0.9"), ("1", "1_0.2_0.9")):
         for name in PAIR_FILES:
             assert (out / "pairs" / pair / name).read_bytes() == (root / "sweep" / job / name).read_bytes(), (
                 pair,
                 name,
             )
-    assert not (out / "pairs" / "0.1_0.9" / "scores.csv").exists()  # task.scores=none unless asked
+    assert not (out / "pairs" / "0_0.1_0.9" / "scores.csv").exists()  # task.scores=none unless asked
     # the lead policy's heatmap only (task=compare draws every policy's)
     assert sorted(p.name for p in out.glob("heatmaps*")) == ["heatmaps.csv", "heatmaps_calibrated.png"]
+    hint = run_cli("task=compare", "task.runs=[grid]", "hydra.run.dir=cmp0", cwd=root)
+    assert "a task=dear_grid run: give its pairs" in hint.stderr.strip().splitlines()[-1]
     compare = run_cli("task=compare", "task.runs=[sweep/*]", "hydra.run.dir=cmp", cwd=root)
     assert compare.returncode == 0, compare.stderr[-3000:]
     for name in ("compare.csv", "compare.md", "heatmaps.csv"):
@@ -72,6 +74,7 @@ def test_a_grid_writes_what_its_multirun_jobs_write_byte_for_byte(tiny_demo: Pat
     steps = read_csv(next((out / "csv").glob("version_*/metrics.csv")))
     logged = [r for r in steps if r.get("grid/alpha_low")]
     assert [(float(r["grid/alpha_low"]), int(r["step"])) for r in logged] == [(0.1, 0), (0.2, 1)]
+    assert all(r["grid/refit/dear/converged"] == "1.0" for r in logged)  # each head's fit summary, as task=dear logs
     dear = [
         r
         for r in read_csv(root / "sweep" / "1" / "results.csv")
@@ -92,6 +95,14 @@ def test_a_grid_writes_what_its_multirun_jobs_write_byte_for_byte(tiny_demo: Pat
         (["task=dear_grid", "prune.alpha_high=[]"], "prune.alpha_high=[] lists no value"),
         (["task=dear_grid", "prune=none", "prune.alpha_low=[0.1,0.2]"], "which prune.mode=none does not read"),
         (["task=dear_grid", "task.fragility.enabled=true"], "task.fragility.enabled=true reads one alpha pair"),
+        (
+            ["task=dear_grid", "prune=high", "prune.alpha_low=[0.1,0.2]"],
+            "prune.mode=high does not read prune.alpha_low, so prune.alpha_low=[0.1, 0.2] would repeat",
+        ),
+        (
+            ["task=dear_grid", "prune=low", "prune.alpha_high=[0.8,0.9]"],
+            "prune.mode=low does not read prune.alpha_high",
+        ),
     ],
 )
 def test_a_grid_that_cannot_run_fails_in_one_line_before_any_work(args, fragment, tmp_path, monkeypatch, capfd):
@@ -126,3 +137,42 @@ def test_a_kept_cache_reads_an_entry_once_and_serves_it_from_memory(tmp_path: Pa
     off.fetch("rows", {"a": 2}, compute)
     assert computed == [1, 1]  # the cache disabled: computed once for the run, nothing written
     assert not (tmp_path / "off").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("cli")
+def test_a_grid_of_adam_fits_keeps_each_pairs_checkpoints_and_figures_in_its_folder(tiny_demo: Path, tmp_path: Path):
+    """head=reference in a grid: each pair's best-head checkpoints in its own folder (not one run-level
+    folder of best-v1, best-v2 ...); levels closer than 6 digits still get folders of their own;
+    task.plots=always draws each pair's figures and every policy's heatmap."""
+    root = tmp_path / "root"
+    shutil.copytree(tiny_demo, root)
+    proc = run_cli(
+        "+experiment=demo",
+        "+debug=default",
+        "postprocess=clean",
+        "head=reference",
+        "trainer.max_epochs=1",
+        "task=dear_grid",
+        "task.plots=always",
+        "prune.alpha_low=[0.1,0.1000001]",
+        "prune.alpha_high=[0.9]",
+        "hydra.run.dir=grid",
+        cwd=root,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "exists and is not empty" not in proc.stderr
+    out = root / "grid"
+    pairs = sorted(p.name for p in (out / "pairs").iterdir())
+    assert pairs == ["0_0.1_0.9", "1_0.1000001_0.9"]
+    for pair in pairs:
+        for model in ("refit", "random", "dear"):
+            assert sorted(p.name for p in (out / "pairs" / pair / "checkpoints" / model).iterdir()) == ["best.ckpt"]
+        for figure in ("racc_facc.png", "severity.png", "roc.png", "pr.png", "rad_hist.png"):
+            assert (out / "pairs" / pair / figure).is_file(), (pair, figure)
+    assert not (out / "checkpoints").exists()
+    assert sorted(p.name for p in out.glob("heatmaps_*.png")) == [
+        "heatmaps_calibrated.png",
+        "heatmaps_logit0.png",
+        "heatmaps_oracle.png",
+    ]

@@ -121,13 +121,18 @@ def finish_wandb(failed: bool = False) -> None:
 
 def fit_callbacks(cfg: DictConfig, out_dir: Path, name: str) -> list[Any]:
     """Fresh callbacks for one Adam refit; the best-head checkpoint of head `name` goes to
-    <callbacks.model_checkpoint.dirpath>/<name>/, so the fits of one run do not share a file."""
+    <callbacks.model_checkpoint.dirpath>/<name>/, so the fits of one run do not share a file; a
+    dirpath inside the run folder is read inside `out_dir` (a task=dear_grid pair's folder)."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
+    run_dir = Path(cfg.paths.work_dir)
     callbacks = instantiate_group(cfg.get("callbacks"), "callback")
     for c in callbacks:
         if isinstance(c, ModelCheckpoint):
-            c.dirpath = str(Path(c.dirpath or out_dir / "checkpoints") / name)
+            base = Path(c.dirpath) if c.dirpath else out_dir / "checkpoints"
+            if base.is_relative_to(run_dir) and not base.is_relative_to(out_dir):
+                base = out_dir / base.relative_to(run_dir)
+            c.dirpath = str(base / name)
     return callbacks
 
 

@@ -553,13 +553,24 @@ def write_results(out_dir: Path, rows: list[dict[str, Any]], identity: dict[str,
     )
 
 
+def draw_figures(out_dir: Path, evaluation: Evaluation, title: str) -> dict[str, Path]:
+    """racc_facc.png, severity.png, roc.png and pr.png of one evaluation, by name."""
+    from dear_exp.curves import plot_curves
+
+    rows = evaluation.rows
+    plots = {name: out_dir / f"{name}.png" for name in ("racc_facc", "severity", "roc", "pr")}
+    plot_racc_facc(plots["racc_facc"], rows, title)
+    plot_severity(plots["severity"], rows, title)
+    plot_curves(plots["roc"], plots["pr"], evaluation, title)
+    return plots
+
+
 def write_report(
     cfg: DictConfig, task: str, out_dir: Path, evaluation: Evaluation, loggers: list[Any], draw: bool = True
 ) -> dict[str, float]:
     """results.csv, results.md (the tables per setting, the leaderboards, the confusion matrices), the
     console table, the plots when `draw` (R.Acc/F.Acc, severity, ROC and PR curves), and the same to
     every logger."""
-    from dear_exp.curves import plot_curves
     from dear_exp.leaderboard import log_tables
 
     rows = evaluation.rows
@@ -568,12 +579,7 @@ def write_report(
         log.info("%s", job_line(rows))
     else:
         print_table(rows)
-    title = f"{cfg.detector.name} on {cfg.benchmark.name}"
-    plots = {name: out_dir / f"{name}.png" for name in ("racc_facc", "severity", "roc", "pr")} if draw else {}
-    if draw:
-        plot_racc_facc(plots["racc_facc"], rows, title)
-        plot_severity(plots["severity"], rows, title)
-        plot_curves(plots["roc"], plots["pr"], evaluation, title)
+    plots = draw_figures(out_dir, evaluation, f"{cfg.detector.name} on {cfg.benchmark.name}") if draw else {}
     log_tables(loggers, rows)
     for lg in loggers:
         if hasattr(lg, "log_table"):
@@ -691,10 +697,12 @@ def save_refit(
     loggers: list[Any],
     draw: bool = True,
     quiet: bool = False,
+    prune: Any = None,
 ) -> list[str]:
     """The run's own head (head.safetensors), each control's (head_<name>.safetensors), refit.csv, the
     dissection and its plot; the fit summaries to every logger; the refit table on the console unless
-    `quiet` or in a multirun job. Returns the names written."""
+    `quiet` or in a multirun job. `prune`: the settings the masks were made with, where not cfg.prune's
+    (one pair of task=dear_grid). Returns the names written."""
     from dear_exp.refit.head import head_identity, save_head
 
     identity = head_identity(detector)  # hashes the detector's weights: once for every head
@@ -720,13 +728,12 @@ def save_refit(
     save_dissection(out_dir, scores, own)
     written += ["refit.csv", "rad_scores.csv", "dissection.safetensors"]
     if scores is not None and draw:
-        plot = out_dir / "rad_hist.png"
+        plot, p = out_dir / "rad_hist.png", prune if prune is not None else cfg.prune
         plot_rad(
             plot,
             scores,
             own,
-            f"{cfg.detector.name} {detector.feature_layer}: RAD, "
-            f"{cfg.prune.mode} {cfg.prune.alpha_low}/{cfg.prune.alpha_high}",
+            f"{cfg.detector.name} {detector.feature_layer}: RAD, {p.mode} {p.alpha_low}/{p.alpha_high}",
         )
         for lg in loggers:
             if hasattr(lg, "log_image"):

@@ -293,10 +293,21 @@ def _check_grid(tree: dict[str, Any], task: Mapping[str, Any]) -> None:
                 f"task={task.get('name')} takes one value (or a multirun, a job per value: -m prune.{k}=0.1,0.2)"
             )
         return
-    if prune.get("mode") in ("none", "released"):
+    mode = prune.get("mode")
+    if mode in ("none", "released"):
         raise DearError(
-            f"task=dear_grid varies prune.alpha_low and prune.alpha_high, which prune.mode={prune['mode']} "
+            f"task=dear_grid varies prune.alpha_low and prune.alpha_high, which prune.mode={mode} "
             "does not read; use prune=bilateral (or high, low, random)"
+        )
+    unread = {"high": "alpha_low", "low": "alpha_high"}.get(str(mode))  # prune=high prunes above alpha_high only
+    if unread in listed:
+        raise DearError(
+            f"prune.mode={mode} does not read prune.{unread}, so prune.{unread}={prune[unread]} would repeat "
+            f"the same pairs; give it one value (or use prune=bilateral)"
+        )
+    if (task.get("fragility") or {}).get("enabled"):
+        raise DearError(
+            "task.fragility.enabled=true reads one alpha pair's bands: run it with task=dear or task=fragility"
         )
     target = _target("prune", prune)
     pairs = alpha_pairs(prune)

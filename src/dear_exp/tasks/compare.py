@@ -139,6 +139,8 @@ def find_runs(patterns: list[str]) -> list[Path]:
             if results.is_file():
                 runs.append(results.parent)
             elif not magic:
+                if (path / "pairs").is_dir():  # a task=dear_grid run: its pairs are the runs
+                    raise DearError(f"no results.csv in {path}, a task=dear_grid run: give its pairs, {path}/pairs/*")
                 raise DearError(f"no results.csv in {path}; give run folders of task=dear or task=evaluate")
     if not runs:
         raise DearError(f"no results.csv found under {', '.join(map(str, patterns))}; give run folders or globs")
