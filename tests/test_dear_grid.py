@@ -18,6 +18,7 @@ PAIR_FILES = (
     "head_refit.safetensors",
     "rad_scores.csv",
     "dissection.safetensors",
+    "scores.csv",
 )
 
 
@@ -45,6 +46,7 @@ def test_a_grid_writes_what_its_multirun_jobs_write_byte_for_byte(tiny_demo: Pat
     grid = run_cli(
         *common,
         "task=dear_grid",
+        "task.scores=csv",  # a multirun job's default
         "prune.alpha_low=[0.1,0.2]",
         "prune.alpha_high=[0.9]",
         "cache.dir=c2",
@@ -62,7 +64,6 @@ def test_a_grid_writes_what_its_multirun_jobs_write_byte_for_byte(tiny_demo: Pat
                 pair,
                 name,
             )
-    assert not (out / "pairs" / "0_0.1_0.9" / "scores.csv").exists()  # task.scores=none unless asked
     # the lead policy's heatmap only (task=compare draws every policy's)
     assert sorted(p.name for p in out.glob("heatmaps*")) == ["heatmaps.csv", "heatmaps_calibrated.png"]
     hint = run_cli("task=compare", "task.runs=[grid]", "hydra.run.dir=cmp0", cwd=root)
@@ -171,8 +172,42 @@ def test_a_grid_of_adam_fits_keeps_each_pairs_checkpoints_and_figures_in_its_fol
         for figure in ("racc_facc.png", "severity.png", "roc.png", "pr.png", "rad_hist.png"):
             assert (out / "pairs" / pair / figure).is_file(), (pair, figure)
     assert not (out / "checkpoints").exists()
+    assert not list((out / "pairs").rglob("scores.csv"))  # task.scores=none unless asked
     assert sorted(p.name for p in out.glob("heatmaps_*.png")) == [
         "heatmaps_calibrated.png",
         "heatmaps_logit0.png",
         "heatmaps_oracle.png",
     ]
+
+
+def test_an_adam_fits_checkpoints_go_to_its_pairs_folder_through_a_symlinked_run_path(compose_cfg, tmp_path: Path):
+    """Lightning's ModelCheckpoint resolves symlinks in its dirpath: a run folder reached through one
+    (a symlinked logs/ or $DEAR_ROOT) still puts each pair's checkpoints in the pair's folder."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from omegaconf import open_dict, read_write
+
+    from dear_exp import build
+
+    (tmp_path / "real").mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "real")
+    cfg = compose_cfg("+experiment=demo", "head=reference")
+    with read_write(cfg), open_dict(cfg):
+        cfg.paths.output_dir = str(link / "run")
+    work = Path(cfg.paths.work_dir)
+    assert work.is_relative_to(link)
+    for folder in (work / "pairs" / "0_0.1_0.9", work):
+        (checkpoint,) = [c for c in build.fit_callbacks(cfg, folder, "dear") if isinstance(c, ModelCheckpoint)]
+        assert Path(checkpoint.dirpath) == tmp_path / "real" / folder.relative_to(link) / "checkpoints" / "dear"
+
+
+def test_grid_levels_are_written_as_floats_and_a_one_value_list_of_an_unread_level_is_fine(compose_cfg):
+    """prune.alpha_low=0 (a multirun's value as Hydra reads it) and the grid's 0.0 are one level:
+    results.csv writes both 0.0; prune=high takes a one-value list of alpha_low (nothing repeats)."""
+    from dear_exp import schema
+    from dear_exp.report import run_identity
+
+    identity = run_identity(compose_cfg("prune.alpha_low=0", "prune.alpha_high=1"), "dear")
+    assert (identity["alpha_low"], identity["alpha_high"]) == (0.0, 1.0)
+    assert all(isinstance(identity[k], float) for k in ("alpha_low", "alpha_high"))
+    schema.validate(compose_cfg("task=dear_grid", "prune=high", "prune.alpha_low=[0.1]", "prune.alpha_high=[0.8,0.9]"))

@@ -4,6 +4,7 @@ callbacks, the feature store; and the embedded demo data a task may read."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -119,19 +120,24 @@ def finish_wandb(failed: bool = False) -> None:
             wandb.finish(exit_code=1 if failed else 0)
 
 
+def _real(path: str | Path) -> Path:
+    """The path with its symlinks resolved: Lightning's ModelCheckpoint resolves its dirpath so."""
+    return Path(os.path.realpath(path))
+
+
 def fit_callbacks(cfg: DictConfig, out_dir: Path, name: str) -> list[Any]:
     """Fresh callbacks for one Adam refit; the best-head checkpoint of head `name` goes to
     <callbacks.model_checkpoint.dirpath>/<name>/, so the fits of one run do not share a file; a
     dirpath inside the run folder is read inside `out_dir` (a task=dear_grid pair's folder)."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    run_dir = Path(cfg.paths.work_dir)
+    run_dir, folder = _real(cfg.paths.work_dir), _real(out_dir)
     callbacks = instantiate_group(cfg.get("callbacks"), "callback")
     for c in callbacks:
         if isinstance(c, ModelCheckpoint):
-            base = Path(c.dirpath) if c.dirpath else out_dir / "checkpoints"
-            if base.is_relative_to(run_dir) and not base.is_relative_to(out_dir):
-                base = out_dir / base.relative_to(run_dir)
+            base = _real(c.dirpath) if c.dirpath else folder / "checkpoints"
+            if base.is_relative_to(run_dir) and not base.is_relative_to(folder):
+                base = folder / base.relative_to(run_dir)
             c.dirpath = str(base / name)
     return callbacks
 

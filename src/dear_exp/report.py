@@ -527,8 +527,8 @@ def run_identity(cfg: DictConfig, task: str, prune: Any = None) -> dict[str, Any
         "layer": net.get("feature_layer", net.get("block", "")),
         "benchmark": cfg.benchmark.name,
         "prune_mode": prune.mode if refits else "",
-        "alpha_low": prune.alpha_low if levels else "",
-        "alpha_high": prune.alpha_high if levels else "",
+        "alpha_low": float(prune.alpha_low) if levels else "",  # 0 and 0.0 the same level, written alike
+        "alpha_high": float(prune.alpha_high) if levels else "",
         "solver": f"{cfg.head.solver}-{cfg.head.mode}" if refits else "",
         "seed": cfg.seed,
         "threads": cfg.threads,
@@ -633,6 +633,11 @@ def refit_lines(fits: list[HeadFit]) -> list[dict[str, Any]]:
     return lines
 
 
+def refit_metrics(fits: list[HeadFit]) -> dict[str, float]:
+    """Each head's fit summary as logged metrics: refit/<model>/<key>."""
+    return {f"refit/{f.name}/{k}": float(v) for f in fits for k, v in f.summary.items() if isinstance(v, (int, float))}
+
+
 def print_refit(fits: list[HeadFit]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -698,14 +703,16 @@ def save_refit(
     draw: bool = True,
     quiet: bool = False,
     prune: Any = None,
+    identity: dict[str, str] | None = None,
 ) -> list[str]:
     """The run's own head (head.safetensors), each control's (head_<name>.safetensors), refit.csv, the
     dissection and its plot; the fit summaries to every logger; the refit table on the console unless
     `quiet` or in a multirun job. `prune`: the settings the masks were made with, where not cfg.prune's
-    (one pair of task=dear_grid). Returns the names written."""
+    (one pair of task=dear_grid); `identity`: the heads' `head_identity`, where computed before (it
+    hashes the detector's weights when they are loaded). Returns the names written."""
     from dear_exp.refit.head import head_identity, save_head
 
-    identity = head_identity(detector)  # hashes the detector's weights: once for every head
+    identity = identity or head_identity(detector)  # hashes the detector's weights: once for every head
     written = []
     for i, fit in enumerate(fits):
         name = "head.safetensors" if i == len(fits) - 1 else f"head_{fit.name}.safetensors"
@@ -718,10 +725,7 @@ def save_refit(
     write_atomic(out_dir / "refit.csv", buf.getvalue())
     if not (quiet or in_multirun()):
         print_refit(fits)
-    log_summary(
-        loggers,
-        {f"refit/{f.name}/{k}": float(v) for f in fits for k, v in f.summary.items() if isinstance(v, (int, float))},
-    )
+    log_summary(loggers, refit_metrics(fits))
     if fits[-1].summary["solver"] == "adam":  # W&B's summary is the last epoch's unless told: the kept epoch's
         log_summary(loggers, {"val/bacc": fits[-1].summary["val_bacc"]})
     own = fits[-1].head.mask

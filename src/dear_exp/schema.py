@@ -264,7 +264,7 @@ ALPHAS = ("alpha_low", "alpha_high")
 
 def alpha_pairs(prune: Mapping[str, Any]) -> list[tuple[Any, Any]]:
     """task=dear_grid's pairs: every prune.alpha_low x prune.alpha_high, each a number or a list of
-    numbers, alpha_low-major (a multirun's order)."""
+    numbers, alpha_low-major (a multirun's order when alpha_low is given first)."""
     levels = []
     for k in ALPHAS:
         value = prune.get(k)
@@ -300,7 +300,7 @@ def _check_grid(tree: dict[str, Any], task: Mapping[str, Any]) -> None:
             "does not read; use prune=bilateral (or high, low, random)"
         )
     unread = {"high": "alpha_low", "low": "alpha_high"}.get(str(mode))  # prune=high prunes above alpha_high only
-    if unread in listed:
+    if unread in listed and len(prune[unread]) > 1:
         raise DearError(
             f"prune.mode={mode} does not read prune.{unread}, so prune.{unread}={prune[unread]} would repeat "
             f"the same pairs; give it one value (or use prune=bilateral)"

@@ -106,11 +106,11 @@ def fit_pair(
     detector and every head from one backbone pass per image. `loggers`: those the run's own Adam fit
     logs to; `out_dir`: where its checkpoints and scores.csv go."""
     cfg = p.cfg
+    levels = "" if prune.mode in ("none", "released") else f" {prune.alpha_low}/{prune.alpha_high}"
     log.info(
-        "prune.mode=%s %s/%s keeps %d of %d channels",
+        "prune.mode=%s%s keeps %d of %d channels",
         prune.mode,
-        prune.alpha_low,
-        prune.alpha_high,
+        levels,
         int(list(masks.values())[-1].sum()),
         p.detector.feature_channels,
     )

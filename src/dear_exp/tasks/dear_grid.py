@@ -21,6 +21,7 @@ from dear_exp import schema
 from dear_exp.features import describe_cache
 from dear_exp.prune import PruneSettings, needs_rad
 from dear_exp.refit import RefitSettings
+from dear_exp.refit.head import head_identity
 from dear_exp.report import (
     MODEL_NAMES,
     cell,
@@ -29,6 +30,7 @@ from dear_exp.report import (
     job_line,
     lead_policy,
     plots_wanted,
+    refit_metrics,
     run_identity,
     save_loggers,
     save_refit,
@@ -63,26 +65,20 @@ def run(cfg: DictConfig) -> dict[str, float]:
     folders: list[Path] = []
     refits: list[dict[str, float]] = []
     title = f"{cfg.detector.name} on {cfg.benchmark.name}"
+    identity = head_identity(prepared.detector)  # hashes the weights of a loaded detector: once for the grid
     for i, (pair, mask) in enumerate(zip(pairs, masks)):
         folder = out_dir / "pairs" / folder_name(i, len(pairs), pair)
         folder.mkdir(parents=True, exist_ok=True)  # every rank: an Adam fit's checkpoints go there
         fits, results = fit_pair(prepared, pair, mask, [], folder)
         if prepared.trainer.is_global_zero:
             d = prepared.detector
-            save_refit(cfg, folder, fits, prepared.scores, d, [], draw=every, quiet=True, prune=pair)
+            save_refit(cfg, folder, fits, prepared.scores, d, [], every, True, pair, identity)
             write_results(folder, results.rows, run_identity(cfg, "dear", pair))
-            if every:
+            if every:  # titled with the pair's levels (a multirun job's figures name the detector and data only)
                 draw_figures(folder, results, f"{title}, alpha {pair.alpha_low}/{pair.alpha_high}")
             log.info("pair %d/%d (%s): %s", i + 1, len(pairs), folder.name, job_line(results.rows))
             folders.append(folder)
-            refits.append(
-                {
-                    f"refit/{f.name}/{k}": float(v)
-                    for f in fits
-                    for k, v in f.summary.items()
-                    if isinstance(v, (int, float))
-                }
-            )
+            refits.append(refit_metrics(fits))
     log.info("Feature cache: %s", describe_cache(prepared.store.cache))
     if not prepared.trainer.is_global_zero:
         return {}
