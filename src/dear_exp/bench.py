@@ -115,6 +115,15 @@ def pair_seconds(run: Path) -> list[float]:
     return [b - a for a, b in itertools.pairwise(stamps)]
 
 
+def against(result: dict[str, Any], name: str, parts: list[float]) -> tuple[float, float, float]:
+    """A sweep's (`name`'s) wall time against the one run; against itself less its later `parts` (jobs
+    or pairs after the first: what is left is start-up, composition and one run's work), free of this
+    machine's drift between two processes (tens of per cent between runs); and a later part's mean
+    seconds."""
+    wall, later = result[name]["wall_s"], sum(parts[1:])
+    return wall / result["single"]["wall_s"], wall / (wall - later), later / len(parts[1:])
+
+
 def random_detector(cfg: Any) -> Any:
     """`detector.net` with random weights (a CLIP tower initialised, not zeros): speed, not scores."""
     import inspect
@@ -351,28 +360,22 @@ def main() -> None:
     if "no-sweep" not in flags:
         sweep_args = [f"prune.alpha_low={LOWS}", f"prune.alpha_high={HIGHS}", f"cache.dir={out}/cache_sweep"]
         result["sweep"] = timed(["-m", *common, *sweep_args, f"hydra.sweep.dir={out}/sweep"], out, "sweep_5x5")
-        result["sweep_ratio"] = result["sweep"]["wall_s"] / result["single"]["wall_s"]
         result["sweep_job_s"] = (result["sweep"]["wall_s"] - result["single"]["wall_s"]) / 24
-        # the same inside the sweep's process (this machine's speed drifts by tens of percent between
-        # runs): the sweep against itself less its 24 later jobs (start-up, composition, the first job:
-        # one run's work)
         jobs, fits = job_seconds(out / "sweep"), fit_seconds(out / "sweep")
-        later = sum(jobs[1:])
         result["sweep_jobs_s"], result["sweep_fits_s"] = jobs, fits
-        result["sweep_ratio_in_process"] = result["sweep"]["wall_s"] / (result["sweep"]["wall_s"] - later)
-        result["sweep_later_job_s"] = later / len(jobs[1:])
+        result["sweep_ratio"], result["sweep_ratio_in_process"], result["sweep_later_job_s"] = against(
+            result, "sweep", jobs
+        )
         result["sweep_later_fit_s"] = sum(fits[1:]) / len(jobs[1:])
         # the same 25 pairs in one process (task=dear_grid), against the one run and against itself
         # less its 24 later pairs
         grid_args = ["task=dear_grid", f"prune.alpha_low=[{LOWS}]", f"prune.alpha_high=[{HIGHS}]"]
         grid = [*common, *grid_args, f"cache.dir={out}/cache_grid", f"hydra.run.dir={out}/grid"]
         result["grid"] = timed(grid, out, "grid_5x5")
-        result["grid_ratio"] = result["grid"]["wall_s"] / result["single"]["wall_s"]
-        pairs = pair_seconds(out / "grid")
-        later = sum(pairs[1:])
-        result["grid_pairs_s"] = pairs
-        result["grid_ratio_in_process"] = result["grid"]["wall_s"] / (result["grid"]["wall_s"] - later)
-        result["grid_later_pair_s"] = later / len(pairs[1:])
+        result["grid_pairs_s"] = pairs = pair_seconds(out / "grid")
+        result["grid_ratio"], result["grid_ratio_in_process"], result["grid_later_pair_s"] = against(
+            result, "grid", pairs
+        )
     if "online" in flags:
         online = ["head=reference", "head.mode=online", "task.controls=false", f"cache.dir={out}/cache_online"]
         result["online"] = timed([*common, *online, f"hydra.run.dir={out}/online"], out, "single_online")

@@ -553,6 +553,11 @@ def write_results(out_dir: Path, rows: list[dict[str, Any]], identity: dict[str,
     )
 
 
+def run_title(cfg: DictConfig) -> str:
+    """The figures' title: the detector and the data."""
+    return f"{cfg.detector.name} on {cfg.benchmark.name}"
+
+
 def draw_figures(out_dir: Path, evaluation: Evaluation, title: str) -> dict[str, Path]:
     """racc_facc.png, severity.png, roc.png and pr.png of one evaluation, by name."""
     from dear_exp.curves import plot_curves
@@ -579,7 +584,7 @@ def write_report(
         log.info("%s", job_line(rows))
     else:
         print_table(rows)
-    plots = draw_figures(out_dir, evaluation, f"{cfg.detector.name} on {cfg.benchmark.name}") if draw else {}
+    plots = draw_figures(out_dir, evaluation, run_title(cfg)) if draw else {}
     log_tables(loggers, rows)
     for lg in loggers:
         if hasattr(lg, "log_table"):

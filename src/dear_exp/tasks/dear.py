@@ -49,8 +49,11 @@ class Prepared:
     store: FeatureStore
     device: torch.device
     scores: torch.Tensor | None
-    rows: Any = None
-    shared: SharedRows | None = None  # what every head solved on the rows shares (their key, channel stats)
+    shared: SharedRows | None = None  # the cached rows and what every head solved on them shares
+
+    @property
+    def rows(self) -> tuple[Any, Any, Any] | None:
+        return self.shared.rows if self.shared is not None else None
 
     def masks(self, prune: PruneSettings) -> dict[str, torch.Tensor]:
         """Every head's channel mask for one prune setting (`run_masks`), the run's own last."""
@@ -62,16 +65,17 @@ class Prepared:
         t, cfg = self.train, self.cfg
         assert t.train_set is not None and t.val_set is not None and self.diag.dataset is not None
         if self.head.mode == "cached":
-            self.rows = view_rows(
-                self.store,
-                t.train_set,
-                self.diag.dataset,
-                t.val_set,
-                self.head.views,
-                cfg.seed,
-                cfg.train_data.batch_size,
+            self.shared = SharedRows(
+                view_rows(
+                    self.store,
+                    t.train_set,
+                    self.diag.dataset,
+                    t.val_set,
+                    self.head.views,
+                    cfg.seed,
+                    cfg.train_data.batch_size,
+                )
             )
-            self.shared = SharedRows(self.rows)
 
 
 def prepare(cfg: DictConfig, head: RefitSettings, rad: bool) -> Prepared:
@@ -93,7 +97,6 @@ def prepare(cfg: DictConfig, head: RefitSettings, rad: bool) -> Prepared:
     )
     rendezvous(trainer)  # under DDP: every rank from here on, so cache decisions are taken once
     store, device = build.feature_store(cfg, trainer, detector), trainer.strategy.root_device
-    assert train.train_set is not None and train.val_set is not None and diag.dataset is not None
     # 1. dissect: RAD per channel on the diagnostic inpaint set
     scores = rad_scores(diag, detector, device, store)[0] if rad else None
     return Prepared(cfg, head, detector, train, diag, benchmark, loggers, trainer, store, device, scores)

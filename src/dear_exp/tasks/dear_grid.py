@@ -32,6 +32,7 @@ from dear_exp.report import (
     plots_wanted,
     refit_metrics,
     run_identity,
+    run_title,
     save_loggers,
     save_refit,
     write_results,
@@ -64,18 +65,27 @@ def run(cfg: DictConfig) -> dict[str, float]:
     out_dir = Path(cfg.paths.work_dir)
     folders: list[Path] = []
     refits: list[dict[str, float]] = []
-    title = f"{cfg.detector.name} on {cfg.benchmark.name}"
     identity = head_identity(prepared.detector)  # hashes the weights of a loaded detector: once for the grid
     for i, (pair, mask) in enumerate(zip(pairs, masks)):
         folder = out_dir / "pairs" / folder_name(i, len(pairs), pair)
         folder.mkdir(parents=True, exist_ok=True)  # every rank: an Adam fit's checkpoints go there
         fits, results = fit_pair(prepared, pair, mask, [], folder)
         if prepared.trainer.is_global_zero:
-            d = prepared.detector
-            save_refit(cfg, folder, fits, prepared.scores, d, [], every, True, pair, identity)
+            save_refit(
+                cfg,
+                folder,
+                fits,
+                prepared.scores,
+                prepared.detector,
+                [],
+                draw=every,
+                quiet=True,
+                prune=pair,
+                identity=identity,
+            )
             write_results(folder, results.rows, run_identity(cfg, "dear", pair))
             if every:  # titled with the pair's levels (a multirun job's figures name the detector and data only)
-                draw_figures(folder, results, f"{title}, alpha {pair.alpha_low}/{pair.alpha_high}")
+                draw_figures(folder, results, f"{run_title(cfg)}, alpha {pair.alpha_low}/{pair.alpha_high}")
             log.info("pair %d/%d (%s): %s", i + 1, len(pairs), folder.name, job_line(results.rows))
             folders.append(folder)
             refits.append(refit_metrics(fits))
